@@ -1,0 +1,94 @@
+"""The one settings table: every setting's name, type, default, help and environment
+variable. `clm.yaml`, the CLI and the docs all read it; `docs/settings.md` is generated
+from it and a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return "CLM_" + self.name.upper().replace(".", "_")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("warehouse", str, "clm.duckdb", "DuckDB file of the warehouse, relative to the workspace"),
+    Setting("timezone", str, "UTC", "Reporting time zone (IANA name): periods start at its midnight"),
+    Setting("currency", str, "EUR", "Currency of revenue figures (ISO 4217)"),
+    Setting("language", str, "en", "Language of reports: en or de"),
+    Setting("models", list, ["ecommerce"], "Stage models in use: template names or YAML paths"),
+    Setting("threads", int, 0, "Engine threads; 0 lets the engine choose"),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+LANGUAGES = ("en", "de")
+
+
+def resolve(values: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, overlaid by clm.yaml `values`, overlaid by CLM_* environment variables."""
+    unknown = set(values) - set(BY_NAME)
+    if unknown:
+        from clm.errors import known
+
+        raise ConfigError(
+            f"clm.yaml: unknown setting(s) {', '.join(sorted(unknown))}; known: {known(BY_NAME)}"
+        )
+    out: dict[str, Any] = {}
+    for s in SETTINGS:
+        value = values.get(s.name, s.default)
+        if s.env in os.environ:
+            raw = os.environ[s.env]
+            value = [v.strip() for v in raw.split(",") if v.strip()] if s.type is list else raw
+        out[s.name] = _coerce(s, value)
+    return out
+
+
+def _coerce(s: Setting, value: Any) -> Any:
+    try:
+        if s.type is list:
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list):
+                raise TypeError
+            value = [str(v) for v in value]
+        elif s.type is int:
+            value = int(value)
+        else:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting `{s.name}`: {value!r} is not a {s.type.__name__}"
+        ) from None
+    if s.name == "timezone":
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"setting `timezone`: {value!r} is not an IANA time zone "
+                "(for example Europe/Berlin or UTC)"
+            ) from None
+    if s.name == "language" and value not in LANGUAGES:
+        raise ConfigError(f"setting `language`: {value!r}; expected one of en, de")
+    return value
+
+
+def markdown_table() -> str:
+    rows = ["| setting | type | default | environment | meaning |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(
+            f"| `{s.name}` | {s.type.__name__} | `{s.default}` | `{s.env}` | {s.help} |"
+        )
+    return "\n".join(rows) + "\n"

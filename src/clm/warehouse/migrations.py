@@ -1,0 +1,36 @@
+"""Schema migrations: each step moves a warehouse from version N-1 to N.
+
+A new file starts at `schema.SCHEMA_VERSION`; an older file runs the steps it lacks.
+A file written by a newer clm is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from clm.errors import EngineError
+from clm.warehouse.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from clm.warehouse.engine import Warehouse
+
+# STEPS[n] upgrades a warehouse at version n to n + 1. Version 1 is the first release.
+STEPS: dict[int, Callable[[Warehouse], None]] = {}
+
+
+def migrate(wh: Warehouse) -> None:
+    found = wh.meta("schema_version")
+    if found is None:
+        wh.set_meta("schema_version", str(SCHEMA_VERSION))
+        return
+    version = int(found)
+    if version > SCHEMA_VERSION:
+        raise EngineError(
+            f"the warehouse has schema version {version}, this clm knows up to "
+            f"{SCHEMA_VERSION}; upgrade clm to open it"
+        )
+    while version < SCHEMA_VERSION:
+        STEPS[version](wh)
+        version += 1
+        wh.set_meta("schema_version", str(version))
