@@ -27,12 +27,14 @@ import gzip
 import io
 import logging
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from clm.errors import ImportFormatError
+from clm.progress import SILENT, Progress
 from clm.warehouse.engine import Warehouse
 
 log = logging.getLogger("clm.collect")
@@ -63,7 +65,7 @@ class FileFormat:
 
     @property
     def label(self) -> str:
-        name = "csv.gz" if self.kind == "csv" and self.compression else self.kind
+        name: str = "csv.gz" if self.kind == "csv" and self.compression else self.kind
         if self.kind == "jsonl" and self.compression:
             name = "jsonl.gz"
         return name
@@ -257,3 +259,51 @@ def with_delimiter(fmt: FileFormat, path: str | Path, delimiter: str) -> FileFor
         else tuple(f"column{i}" for i in range(width))
     )
     return FileFormat("csv", fmt.compression, delim, header, fmt.bom, columns)
+
+
+def execute(
+    wh: Warehouse, sql: str, progress: Progress = SILENT, label: str | None = None
+) -> None:
+    """Run one statement; while it runs, a helper thread polls DuckDB's
+    `query_progress()` (percent done) and forwards it to `progress`."""
+    raw = getattr(wh.con, "con", None)
+    if label:
+        progress.start(label, 100)
+    if progress is SILENT or raw is None or not hasattr(raw, "query_progress"):
+        wh.con.raw_sql(sql)
+        if label:
+            progress.done()
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        reported = 0.0
+        while not stop.wait(0.2):
+            try:
+                done = float(raw.query_progress())
+            except Exception:  # the query ended between two polls
+                return
+            if done > reported:
+                progress.advance(done - reported)
+                reported = done
+
+    wh.con.raw_sql("SET enable_progress_bar = true")
+    wh.con.raw_sql("SET enable_progress_bar_print = false")
+    helper = threading.Thread(target=poll, daemon=True)
+    helper.start()
+    try:
+        wh.con.raw_sql(sql)
+    finally:
+        stop.set()
+        helper.join()
+        if label:
+            progress.done()
+
+
+def scalar(wh: Warehouse, sql: str) -> Any:
+    """The single value a query returns."""
+    return wh.con.sql(sql).to_pyarrow().to_pylist()[0]
+
+
+def rows(wh: Warehouse, sql: str) -> list[dict[str, Any]]:
+    return wh.con.sql(sql).to_pyarrow().to_pylist()  # type: ignore[no-any-return]
