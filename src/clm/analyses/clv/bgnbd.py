@@ -1,0 +1,207 @@
+"""BG/NBD: the beta-geometric/negative-binomial model of repeat buying.
+
+Fader, Hardie & Lee (2005), "'Counting Your Customers' the Easy Way: An Alternative to
+the Pareto/NBD Model", Marketing Science 24(2), 275-284 (below: FHL). While alive a
+customer buys at Poisson rate lambda ~ Gamma(r, alpha); after every purchase she drops
+out with probability p ~ Beta(a, b). Inputs per customer are frequency x, recency t_x
+and age T in one time unit; every function here is vectorised over customers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import betaln, digamma, gammaln, hyp2f1
+
+from clm.analyses.clv.fit import (
+    FitResult,
+    FloatArray,
+    as_float_array,
+    compress,
+    maximize,
+)
+
+NAMES = ("r", "alpha", "a", "b")
+
+
+def check_rft(frequency: object, recency: object, T: object) -> tuple[FloatArray, ...]:
+    """Validated float arrays x, t_x, T: equal lengths, x whole, t_x <= T."""
+    x = as_float_array(frequency, "frequency")
+    t_x = as_float_array(recency, "recency")
+    t = as_float_array(T, "T")
+    if not len(x) == len(t_x) == len(t):
+        raise ValueError(
+            f"frequency, recency and T have different lengths ({len(x)}, {len(t_x)}, "
+            f"{len(t)}); pass the columns of one summary frame."
+        )
+    if np.any(x != np.round(x)):
+        raise ValueError(
+            f"frequency: {x[x != np.round(x)][0]!r} is not a whole number; frequency "
+            "counts repeat purchase days."
+        )
+    late = t_x > t + 1e-9
+    if late.any():
+        raise ValueError(
+            f"recency: {int(late.sum())} customer(s) have recency > T (first: "
+            f"{t_x[late][0]!r} > {t[late][0]!r}); recency is measured from the first "
+            "purchase and cannot exceed T. Rebuild the summary with summary()."
+        )
+    return x, t_x, t
+
+
+def _log_terms(
+    theta: FloatArray, x: FloatArray, t_x: FloatArray, t: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per-row log-likelihood and d, the log-odds of 'dropped out after t_x'."""
+    r, alpha, a, b = np.exp(theta)
+    # FHL eq. (6), rearranged: L = Gamma(r+x)/Gamma(r) alpha^r B(a, b+x)/B(a, b)
+    # (alpha+T)^-(r+x) [1 + delta(x>0) a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x)],
+    # using B(a+1, b+x-1) / B(a, b+x) = a / (b+x-1). The bracket is added in log
+    # space (logaddexp) so that large x and long gaps cannot overflow.
+    log_at = np.log(alpha + t)
+    repeat = x > 0
+    d = np.full_like(x, -np.inf)
+    d[repeat] = (
+        np.log(a)
+        - np.log(b + x[repeat] - 1)
+        + (r + x[repeat]) * (log_at[repeat] - np.log(alpha + t_x[repeat]))
+    )
+    ll = (
+        gammaln(r + x)
+        - gammaln(r)
+        + r * np.log(alpha)
+        + betaln(a, b + x)
+        - betaln(a, b)
+        - (r + x) * log_at
+        + np.logaddexp(0.0, d)
+    )
+    return ll, d
+
+
+def _negative_ll(
+    theta: FloatArray, x: FloatArray, t_x: FloatArray, t: FloatArray, w: FloatArray
+) -> tuple[float, FloatArray]:
+    """Weighted negative log-likelihood and its analytic gradient in log-parameters."""
+    r, alpha, a, b = np.exp(theta)
+    ll, d = _log_terms(theta, x, t_x, t)
+    share = 0.5 * (1.0 + np.tanh(0.5 * d))  # logistic(d) without overflow
+    log_ratio = np.log(alpha + t) - np.log(alpha + t_x)
+
+    # Derivatives of the rearranged eq. (6) term by term; `share` is the weight of
+    # the 'dropped out after the last purchase' branch.
+    d_r = digamma(r + x) - digamma(r) + np.log(alpha) - np.log(alpha + t)
+    d_r += share * log_ratio
+    d_alpha = r / alpha - (r + x) / (alpha + t)
+    d_alpha += share * (r + x) * (1.0 / (alpha + t) - 1.0 / (alpha + t_x))
+    d_a = digamma(a + b) - digamma(a + b + x) + share / a
+    d_b = digamma(b + x) + digamma(a + b) - digamma(b) - digamma(a + b + x)
+    d_b -= np.divide(share, b + x - 1, out=np.zeros_like(x), where=x > 0)
+
+    grad = np.array([w @ d_r * r, w @ d_alpha * alpha, w @ d_a * a, w @ d_b * b])
+    return -float(w @ ll), -grad
+
+
+@dataclass(frozen=True)
+class BGNBD:
+    """A fitted (or given) BG/NBD model."""
+
+    r: float
+    alpha: float
+    a: float
+    b: float
+    result: FitResult | None = None
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"r": self.r, "alpha": self.alpha, "a": self.a, "b": self.b}
+
+    def log_likelihood(self, frequency: object, recency: object, T: object) -> float:
+        """Total log-likelihood of customers under these parameters (FHL eq. 6)."""
+        x, t_x, t = check_rft(frequency, recency, T)
+        theta = np.log([self.r, self.alpha, self.a, self.b])
+        return float(_log_terms(theta, x, t_x, t)[0].sum())
+
+    def p_alive(self, frequency: object, recency: object, T: object) -> FloatArray:
+        """P(alive at T | x, t_x, T) (Fader, Hardie & Lee 2008 note, eq. 6): 1 for
+        customers without a repeat purchase, who by the model cannot have left."""
+        x, t_x, t = check_rft(frequency, recency, T)
+        theta = np.log([self.r, self.alpha, self.a, self.b])
+        d = _log_terms(theta, x, t_x, t)[1]
+        return 0.5 * (1.0 - np.tanh(0.5 * d))
+
+    def expected_purchases(
+        self, t: float | FloatArray, frequency: object, recency: object, T: object
+    ) -> FloatArray:
+        """E[Y(t) | x, t_x, T]: expected purchases in the next t time units.
+
+        FHL eq. (10).
+        """
+        x, t_x, age = check_rft(frequency, recency, T)
+        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        horizon = np.broadcast_to(np.asarray(t, dtype=np.float64), x.shape)
+        z = horizon / (alpha + age + horizon)
+        decay = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + horizon)))
+        lead = (a + b + x - 1) / (a - 1)
+        numerator = lead * (1.0 - decay * hyp2f1(r + x, b + x, a + b + x - 1, z))
+        return numerator * self.p_alive(x, t_x, age)
+
+    def expected_purchases_new(self, t: float | FloatArray) -> FloatArray:
+        """E[X(t)] for a customer just acquired (FHL eq. 7)."""
+        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        horizon = np.asarray(t, dtype=np.float64)
+        decay = (alpha / (alpha + horizon)) ** r
+        z = horizon / (alpha + horizon)
+        return np.asarray(
+            (a + b - 1) / (a - 1) * (1.0 - decay * hyp2f1(r, b, a + b - 1, z))
+        )
+
+
+def fit_bgnbd(
+    frequency: object,
+    recency: object,
+    T: object,
+    *,
+    weights: object | None = None,
+    strict: bool = False,
+    start: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+) -> BGNBD:
+    """Fit BG/NBD by maximum likelihood (FHL eq. 6 summed over customers).
+
+    Identical (x, t_x, T) rows are folded into weights first. The result says whether
+    the fit converged; with `strict` a failed fit raises `ConvergenceError`.
+    """
+    x, t_x, t = check_rft(frequency, recency, T)
+    w = None if weights is None else as_float_array(weights, "weights")
+    x, t_x, t, w = compress(x, t_x, t, weights=w)
+    notes = degenerate_notes(x, t, w)
+    if t.size == 0:
+        raise ValueError("frequency: no customers to fit; the summary is empty.")
+    # Scale time so that alpha starts near the data's order of magnitude.
+    alpha0 = max(float(np.average(t, weights=w)), 1e-3)
+    found = maximize(
+        lambda theta: _negative_ll(theta, x, t_x, t, w),
+        (start[0], alpha0 * start[1], start[2], start[3]),
+        NAMES,
+        model="BG/NBD",
+        n_customers=float(w.sum()),
+        gradient=True,
+        strict=strict,
+        notes=notes,
+    )
+    return BGNBD(**found.params, result=found)
+
+
+def degenerate_notes(x: FloatArray, t: FloatArray, w: FloatArray) -> list[str]:
+    """Plain-language reasons why a repeat-buying fit cannot be identified."""
+    notes = []
+    if not np.any(x > 0):
+        notes.append(
+            "no customer made a repeat purchase, so the purchase rate and the "
+            "drop-out cannot be told apart"
+        )
+    if not np.any(t > 0):
+        notes.append("T is 0 for every customer (all first purchases on the last day)")
+    if w.sum() < 2:
+        notes.append("a single customer cannot identify a population model")
+    return notes
