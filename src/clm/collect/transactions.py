@@ -334,7 +334,8 @@ def _transform(
                  GROUP BY c.okey, c.stock)
         SELECT okey, original FROM best GROUP BY okey, original
         QUALIFY row_number() OVER (
-            PARTITION BY okey ORDER BY count(*) DESC, max(last_at) DESC, original DESC) = 1
+            PARTITION BY okey
+            ORDER BY count(*) DESC, max(last_at) DESC, original DESC) = 1
         """
     ident_key = (
         "coalesce(o.order_id, '') || '|' || coalesce(o.customer, '') || '|' || "
