@@ -26,11 +26,26 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("warehouse", str, "clm.duckdb", "DuckDB file of the warehouse, relative to the workspace"),
-    Setting("timezone", str, "UTC", "Reporting time zone (IANA name): periods start at its midnight"),
+    Setting(
+        "warehouse",
+        str,
+        "clm.duckdb",
+        "DuckDB file of the warehouse, relative to the workspace",
+    ),
+    Setting(
+        "timezone",
+        str,
+        "UTC",
+        "Reporting time zone (IANA name): periods start at its midnight",
+    ),
     Setting("currency", str, "EUR", "Currency of revenue figures (ISO 4217)"),
     Setting("language", str, "en", "Language of reports: en or de"),
-    Setting("models", list, ["ecommerce"], "Stage models in use: template names or YAML paths"),
+    Setting(
+        "models",
+        list,
+        ["ecommerce"],
+        "Stage models in use: template names or YAML paths",
+    ),
     Setting("threads", int, 0, "Engine threads; 0 lets the engine choose"),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -51,7 +66,11 @@ def resolve(values: dict[str, Any]) -> dict[str, Any]:
         value = values.get(s.name, s.default)
         if s.env in os.environ:
             raw = os.environ[s.env]
-            value = [v.strip() for v in raw.split(",") if v.strip()] if s.type is list else raw
+            value = (
+                [v.strip() for v in raw.split(",") if v.strip()]
+                if s.type is list
+                else raw
+            )
         out[s.name] = _coerce(s, value)
     return out
 
@@ -86,7 +105,10 @@ def _coerce(s: Setting, value: Any) -> Any:
 
 
 def markdown_table() -> str:
-    rows = ["| setting | type | default | environment | meaning |", "|---|---|---|---|---|"]
+    rows = [
+        "| setting | type | default | environment | meaning |",
+        "|---|---|---|---|---|",
+    ]
     for s in SETTINGS:
         rows.append(
             f"| `{s.name}` | {s.type.__name__} | `{s.default}` | `{s.env}` | {s.help} |"

@@ -5,15 +5,21 @@
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import yaml
 
 from clm import settings
 from clm.errors import ConfigError, WorkspaceError
+from clm.lifecycle.spec import StageModel
+from clm.metrics.compute import MetricsResult
+from clm.progress import SILENT, Progress
+from clm.receipts import Receipt
 from clm.warehouse.engine import Warehouse
 
 CONFIG_FILE = "clm.yaml"
@@ -45,7 +51,158 @@ def open_workspace(directory: str | Path = ".") -> Workspace:
     return Workspace(root)
 
 
-class Workspace:
+# -- operations: the Python API; the CLI calls exactly these ---------------------------
+
+
+class Operations:
+    """Mixin of everything a user can do with a workspace."""
+
+    root: Path
+    config: dict[str, Any]
+    warehouse: Warehouse
+    timezone: ZoneInfo
+
+    # models -------------------------------------------------------------------------
+
+    def models(self) -> list[StageModel]:
+        """The stage models in use (clm.yaml `models`), loaded and checked."""
+        from clm.lifecycle.model import load_model
+
+        out = []
+        for source in self.config["models"]:
+            path = self.root / source
+            out.append(load_model(path if path.suffix in (".yaml", ".yml") else source))
+        return out
+
+    def model(self, name: str | None = None) -> StageModel:
+        models = self.models()
+        if not models:
+            raise ConfigError("clm.yaml lists no stage models under `models`")
+        if name is None:
+            return models[0]
+        for m in models:
+            if m.name == name:
+                return m
+        from clm.errors import NotFoundError, known
+
+        raise NotFoundError(
+            f"no stage model `{name}` in this workspace; known: "
+            f"{known(m.name for m in models)} (add it to `models` in clm.yaml)"
+        )
+
+    # import -------------------------------------------------------------------------
+
+    def import_transactions(self, path: str | Path, **options: Any) -> Receipt:
+        from clm.collect.transactions import import_transactions
+
+        options.setdefault("timezone", self.config["timezone"])
+        options.setdefault("currency", self.config["currency"])
+        receipt = import_transactions(self.warehouse, path, **options)
+        return receipt
+
+    def import_events(self, path: str | Path, **options: Any) -> Receipt:
+        from clm.collect.events_file import import_events
+
+        options.setdefault("timezone", self.config["timezone"])
+        return import_events(self.warehouse, path, **options)
+
+    # lifecycle ----------------------------------------------------------------------
+
+    def run(
+        self,
+        model: str | None = None,
+        *,
+        as_of: date | None = None,
+        progress: Progress = SILENT,
+    ) -> list[Receipt]:
+        """Replay stage history of one model (or all in use) and store it."""
+        from clm.lifecycle.history import run_model
+
+        chosen = [self.model(model)] if model else self.models()
+        receipts = []
+        for m in chosen:
+            result = run_model(
+                self.warehouse,
+                m,
+                timezone=self.timezone,
+                as_of=as_of,
+                progress=progress,
+            )
+            self._save_receipt(result.receipt)
+            receipts.append(result.receipt)
+        return receipts
+
+    def stages(
+        self, model: str | None = None, as_of: date | None = None
+    ) -> pd.DataFrame:
+        from clm.lifecycle import queries
+
+        m = self.model(model)
+        day = as_of or queries.last_day(self.warehouse, m, self.timezone)
+        df = queries.populations(self.warehouse, m, day, self.timezone)
+        df.attrs.update(model=m.name, version=m.version, as_of=day.isoformat())
+        return df
+
+    def transitions(
+        self, start: date, end: date, model: str | None = None
+    ) -> pd.DataFrame:
+        from clm.lifecycle import queries
+
+        m = self.model(model)
+        return queries.transition_matrix(self.warehouse, m, start, end, self.timezone)
+
+    def metrics(
+        self,
+        model: str | None = None,
+        *,
+        grain: str = "month",
+        stage: str | None = None,
+    ) -> MetricsResult:
+        from clm.metrics.compute import GRAINS, compute_metrics
+
+        if grain not in GRAINS:
+            raise ConfigError(f"grain {grain!r}; expected one of {', '.join(GRAINS)}")
+        return compute_metrics(
+            self.warehouse,
+            self.model(model),
+            grain=grain,
+            timezone=self.timezone,
+            stage=stage,
+        )
+
+    def report(
+        self,
+        out: str | Path,
+        *,
+        lang: str | None = None,
+        model: str | None = None,
+        grain: str | None = None,
+    ) -> Path:
+        from clm.report.build import build_report_data
+        from clm.report.html import write_report
+
+        m = self.model(model)
+        data = build_report_data(self, m, grain=grain or m.grain)
+        return write_report(data, out, lang or self.config["language"])
+
+    def _save_receipt(self, receipt: Receipt) -> None:
+        import json
+
+        self.warehouse.append(
+            "receipts",
+            pd.DataFrame(
+                {
+                    "receipt_id": [receipt.receipt_id],
+                    "operation": [receipt.operation],
+                    "source": [receipt.source],
+                    "started_at": [receipt.started_at],
+                    "body": [json.dumps(receipt.to_dict(), default=str)],
+                }
+            ),
+        )
+
+
+class Workspace(Operations):
     def __init__(self, root: Path) -> None:
         self.root = root
         try:

@@ -21,6 +21,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
+import sqlglot
 
 from clm.errors import EngineError
 from clm.warehouse import schema
@@ -45,21 +46,31 @@ class Warehouse:
     # -- opening ------------------------------------------------------------------
 
     @classmethod
-    def duckdb(cls, path: str | Path | None = None, *, threads: int | None = None) -> Warehouse:
+    def duckdb(
+        cls, path: str | Path | None = None, *, threads: int | None = None
+    ) -> Warehouse:
         """Open (or create) a DuckDB file; `None` gives an in-memory warehouse."""
         try:
             con = ibis.duckdb.connect(str(path) if path else ":memory:")
-        except Exception as exc:  # duckdb.IOException when another process holds the lock
+        except (
+            Exception
+        ) as exc:  # duckdb.IOException when another process holds the lock
             locked = "lock" in str(exc).lower()
             raise EngineError(
                 f"cannot open the warehouse {path}: {exc}"
-                + ("; another clm process has it open, retry when it ends" if locked else ""),
+                + (
+                    "; another clm process has it open, retry when it ends"
+                    if locked
+                    else ""
+                ),
                 transient=locked,
             ) from exc
         if threads:
             con.raw_sql(f"SET threads = {int(threads)}")
         con.raw_sql("SET TimeZone = 'UTC'")
-        wh = cls(con, Capabilities("duckdb", delete_rows=True, persistent=path is not None))
+        wh = cls(
+            con, Capabilities("duckdb", delete_rows=True, persistent=path is not None)
+        )
         wh.ensure_schema()
         return wh
 
@@ -95,7 +106,9 @@ class Warehouse:
 
     def set_meta(self, key: str, value: str) -> None:
         t = self.table("clm_meta")
-        self.replace_rows("clm_meta", t.key == key, pd.DataFrame({"key": [key], "value": [value]}))
+        self.replace_rows(
+            "clm_meta", t.key == key, pd.DataFrame({"key": [key], "value": [value]})
+        )
 
     # -- reading ------------------------------------------------------------------
 
@@ -122,14 +135,18 @@ class Warehouse:
         self.con.insert(name, data)
 
     def replace_rows(
-        self, name: str, where: ir.BooleanValue, data: ir.Table | pa.Table | pd.DataFrame | None = None
+        self,
+        name: str,
+        where: ir.BooleanValue,
+        data: ir.Table | pa.Table | pd.DataFrame | None = None,
     ) -> None:
         """Delete the rows matching `where` (an expression on `table(name)`), then append."""
         if self.capabilities.delete_rows:
+            # Ibis has no DELETE: compile the filter and reuse its WHERE clause, read
+            # back with sqlglot, so the delete says exactly what the expression says.
             sql = self.con.compile(self.table(name).filter(where))
-            # The compiled filter is `SELECT … FROM name WHERE cond`: reuse its condition
-            # so that the delete says exactly what the expression says.
-            cond = sql.split(" WHERE ", 1)[1] if " WHERE " in sql else "TRUE"
+            select = sqlglot.parse_one(sql, dialect="duckdb")
+            cond = select.args["where"].this.sql(dialect="duckdb")
             self.con.raw_sql(f'DELETE FROM "{name}" AS "t0" WHERE {cond}')
         else:
             t = self.table(name)

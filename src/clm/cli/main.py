@@ -1,0 +1,438 @@
+"""The `clm` command line: a thin front end over `clm.Workspace`.
+
+Every command takes `--workspace DIR` (default: the current folder); every command that
+prints results takes `--json`. Errors that clm raises on purpose print one clear message
+and exit 1; anything unexpected prints a short notice (set CLM_DEBUG=1 for the
+traceback) and exits 2. No traceback reaches a user by default.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from clm.cli import render
+from clm.errors import ClmError
+
+app = typer.Typer(
+    name="clm",
+    help="Customer lifecycle management: stages as data, KPIs per stage, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Import customer data from files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", help="Workspace folder (with clm.yaml).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Stage model name.")
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn clm's errors into one message and an exit code; never show a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ClmError as exc:
+            render.errors.print(
+                f"[red]error:[/red] {exc}", highlight=False, markup=False
+            )
+            if exc.transient:
+                render.errors.print("(this may work if you try again)")
+            raise typer.Exit(1) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("CLM_DEBUG"):
+                raise
+            render.errors.print(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "This is a bug in clm. Run again with CLM_DEBUG=1 for the traceback "
+                "and report it.",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _ws(path: Path) -> Any:
+    import clm
+
+    return clm.open(path)
+
+
+def _date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ClmError(
+            f"{option}: {value!r} is not a date; expected YYYY-MM-DD"
+        ) from None
+
+
+# -- init -----------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def init(
+    directory: Annotated[
+        Path, typer.Argument(help="Folder for the new workspace.")
+    ] = Path("."),
+    timezone: Annotated[str, typer.Option(help="Reporting time zone (IANA).")] = "UTC",
+    currency: Annotated[str, typer.Option(help="Currency of revenue.")] = "EUR",
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Stage models to use.")
+    ] = None,
+    language: Annotated[str, typer.Option(help="Report language: en or de.")] = "en",
+) -> None:
+    """Create a workspace: clm.yaml and the DuckDB warehouse."""
+    import clm
+
+    ws = clm.init(
+        directory,
+        timezone=timezone,
+        currency=currency,
+        models=model or ["ecommerce"],
+        language=language,
+    )
+    render.console.print(f"workspace ready: {ws.root / 'clm.yaml'}")
+    ws.close()
+
+
+# -- import ---------------------------------------------------------------------------
+
+
+@import_app.command("transactions")
+@friendly
+def import_transactions(
+    file: Annotated[Path, typer.Argument(help="CSV (.gz), Parquet or JSON lines.")],
+    workspace: WorkspaceOpt = Path("."),
+    customer: Annotated[str | None, typer.Option(help="Customer id column.")] = None,
+    time: Annotated[str | None, typer.Option(help="Order time column.")] = None,
+    order: Annotated[str | None, typer.Option(help="Order id column.")] = None,
+    amount: Annotated[
+        str | None,
+        typer.Option(help='Amount column or expression, e.g. "Quantity * UnitPrice".'),
+    ] = None,
+    quantity: Annotated[str | None, typer.Option(help="Quantity column.")] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV delimiter (sniffed if unset).")
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="Zone of times without one (default: workspace's)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import orders: one order_completed event per order, refunds linked to orders."""
+    ws = _ws(workspace)
+    opts: dict[str, Any] = dict(
+        customer=customer,
+        time=time,
+        order=order,
+        amount=amount,
+        quantity=quantity,
+        delimiter=delimiter,
+        progress=render.RichProgress(not as_json),
+    )
+    if timezone:
+        opts["timezone"] = timezone
+    r = ws.import_transactions(file, **opts)
+    ws._save_receipt(r)
+    render.print_json(r.to_dict()) if as_json else render.receipt(r)
+
+
+@import_app.command("events")
+@friendly
+def import_events(
+    file: Annotated[
+        Path, typer.Argument(help="JSON lines (Segment spec), Parquet or CSV.")
+    ],
+    workspace: WorkspaceOpt = Path("."),
+    timezone: Annotated[
+        str | None,
+        typer.Option(help="Zone of times without one (default: workspace's)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import events (Segment-spec JSON lines, or files with clm's event columns)."""
+    ws = _ws(workspace)
+    opts: dict[str, Any] = {"progress": render.RichProgress(not as_json)}
+    if timezone:
+        opts["timezone"] = timezone
+    r = ws.import_events(file, **opts)
+    ws._save_receipt(r)
+    render.print_json(r.to_dict()) if as_json else render.receipt(r)
+
+
+# -- run, stages, metrics ---------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def run(
+    workspace: WorkspaceOpt = Path("."),
+    model: ModelOpt = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Observe up to this day (YYYY-MM-DD).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute each customer's stage history and the transitions (replays everything)."""
+    ws = _ws(workspace)
+    receipts = ws.run(
+        model, as_of=_date(as_of, "--as-of"), progress=render.RichProgress(not as_json)
+    )
+    if as_json:
+        render.print_json([r.to_dict() for r in receipts])
+    else:
+        for r in receipts:
+            render.receipt(r)
+
+
+stages_app = typer.Typer(
+    help="Stage populations and transitions.", invoke_without_command=True
+)
+app.add_typer(stages_app, name="stages")
+
+
+@stages_app.callback()
+@friendly
+def stages(
+    ctx: typer.Context,
+    workspace: WorkspaceOpt = Path("."),
+    model: ModelOpt = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Day (YYYY-MM-DD).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Customers per stage as of a day (default: the last day observed)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    ws = _ws(workspace)
+    df = ws.stages(model, _date(as_of, "--as-of"))
+    if as_json:
+        render.print_json({**df.attrs, "stages": df})
+        return
+    title = f"{df.attrs['model']} v{df.attrs['version']} as of {df.attrs['as_of']}"
+    render.frame(df, title, units={"share": "ratio"})
+
+
+@stages_app.command("transitions")
+@friendly
+def transitions(
+    start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD).")],
+    end: Annotated[str, typer.Option("--to", help="Second day (YYYY-MM-DD).")],
+    workspace: WorkspaceOpt = Path("."),
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Transition matrix: customers by stage on --from (rows) and on --to (columns)."""
+    ws = _ws(workspace)
+    d1, d2 = _date(start, "--from"), _date(end, "--to")
+    assert d1 and d2
+    if d2 < d1:
+        raise ClmError(f"--to {d2} is before --from {d1}; swap them")
+    m = ws.transitions(d1, d2, model)
+    if as_json:
+        render.print_json(
+            {"from": d1, "to": d2, "matrix": {r: m.loc[r].to_dict() for r in m.index}}
+        )
+        return
+    shown = m.reset_index().rename(columns={"from_stage": f"{d1} ↓ / {d2} →"})
+    render.frame(shown, f"transitions {d1} → {d2}")
+
+
+@app.command()
+@friendly
+def metrics(
+    workspace: WorkspaceOpt = Path("."),
+    model: ModelOpt = None,
+    stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+    grain: Annotated[str, typer.Option(help="day, week, month or quarter.")] = "month",
+    last: Annotated[int, typer.Option(help="Periods to show (0 = all).")] = 6,
+    as_json: JsonOpt = False,
+) -> None:
+    """KPIs per stage and period, with the change against the previous period."""
+    ws = _ws(workspace)
+    result = ws.metrics(model, grain=grain, stage=stage)
+    values = result.values
+    if as_json:
+        render.print_json({"values": values, "caveats": result.caveats})
+        return
+    periods = sorted(values.period_start.unique())
+    shown = periods[-last:] if last else periods
+    for stage_name, rows in values.groupby("stage", sort=False):
+        rows = rows[rows.period_start.isin(shown)]
+        table = render.Table(title=f"stage {stage_name}", title_justify="left")
+        table.add_column("metric")
+        for p in shown:
+            table.add_column(str(p), justify="right")
+        table.add_column("change", justify="right")
+        for metric, mrows in rows.groupby("metric", sort=False):
+            unit = mrows.unit.iloc[0]
+            vals = dict(zip(mrows.period_start, mrows.value, strict=True))
+            table.add_row(
+                str(metric),
+                *[render.fmt(vals.get(p), unit) for p in shown],
+                render.change(float(mrows.change.iloc[-1])),
+            )
+        render.console.print(table)
+    for code, params in result.caveats:
+        render.console.print(f"[yellow]caveat:[/yellow] {code} {params}")
+
+
+@app.command()
+@friendly
+def report(
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")],
+    workspace: WorkspaceOpt = Path("."),
+    model: ModelOpt = None,
+    lang: Annotated[str | None, typer.Option(help="en or de.")] = None,
+    grain: Annotated[
+        str | None, typer.Option(help="Period grain (default: model's).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a self-contained HTML report (opens without network access)."""
+    ws = _ws(workspace)
+    if lang is not None and lang not in ("en", "de"):
+        raise ClmError(f"--lang {lang!r}; expected en or de")
+    path = ws.report(out, lang=lang, model=model, grain=grain)
+    if as_json:
+        render.print_json({"report": str(path)})
+    else:
+        render.console.print(f"report written: {path}")
+
+
+# -- models -----------------------------------------------------------------------------
+
+
+@app.command("validate")
+@friendly
+def validate(
+    source: Annotated[
+        str, typer.Argument(help="A model YAML file or a template name.")
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a stage model and show its stages, or the error with file and line."""
+    from clm.lifecycle.model import load_model
+
+    m = load_model(source)
+    if as_json:
+        render.print_json(
+            {
+                "name": m.name,
+                "version": m.version,
+                "stages": m.stage_names,
+                "valid": True,
+            }
+        )
+        return
+    render.console.print(
+        f"[green]valid[/green]: {m.name} v{m.version}, grain {m.grain}, "
+        f"{m.progression}, stages: {', '.join(m.stage_names)}"
+    )
+
+
+# -- demo -------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly
+def demo(
+    workspace: WorkspaceOpt = Path("demo-workspace"),
+    customers: Annotated[int, typer.Option(help="Simulated customers.")] = 5000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same shop).")] = 7,
+    parquet: Annotated[
+        Path | None,
+        typer.Option(help="Only write the simulated events to this Parquet file."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate a shop into a fresh workspace, run the pipeline, write the report."""
+    from clm.demo.simulate import write_parquet
+
+    progress = render.RichProgress(not as_json)
+    if parquet is not None:
+        rows = write_parquet(parquet, customers, seed=seed, progress=progress)
+        progress.done()
+        out = {"parquet": str(parquet), "events": rows, "customers": customers}
+        render.print_json(out) if as_json else render.console.print(
+            f"wrote {rows:,} events of {customers:,} customers to {parquet}"
+        )
+        return
+    import clm
+
+    marker = workspace / ".clm-demo"
+    if workspace.exists() and any(workspace.iterdir()) and not marker.exists():
+        raise ClmError(
+            f"{workspace} exists and is not a demo workspace; choose another --workspace"
+        )
+    if workspace.exists():
+        shutil.rmtree(workspace)
+    ws = clm.init(workspace, timezone="Europe/Berlin", currency="EUR")
+    marker.write_text(
+        "created by `clm demo`; rerunning the demo replaces this folder\n"
+    )
+    events = workspace / "demo-events.parquet"
+    write_parquet(events, customers, seed=seed, progress=progress)
+    progress.done()
+    receipts = [ws.import_events(events, progress=progress)]
+    receipts += ws.run(progress=progress)
+    progress.done()
+    table = ws.stages()
+    result = ws.metrics(grain="month")
+    report_path = ws.report(workspace / "report.html")
+    if as_json:
+        render.print_json(
+            {
+                "receipts": [r.to_dict() for r in receipts],
+                "stages": table,
+                "report": str(report_path),
+                "metrics": len(result.values),
+            }
+        )
+        return
+    for r in receipts:
+        render.receipt(r)
+    render.frame(
+        table, f"stages as of {table.attrs['as_of']}", units={"share": "ratio"}
+    )
+    render.console.print(f"report: {report_path}")
+    render.console.print(
+        f"next: clm stages -w {workspace} · clm metrics -w {workspace} · "
+        f"clm report -w {workspace} --out report-de.html --lang de"
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,231 @@
+"""Per-period aggregates of one model's stage history, computed once for all metrics.
+
+Conventions (they decide what every built-in metric means):
+- A metric period P of grain week/month/quarter/day in the reporting time zone.
+- population(S, P): customers whose stage at the end of P is S.
+- entered(S, P) / exited(S, P): intervals of S that start / end within P.
+- moved(S→T, P): transitions from S to T within P.
+- orders and revenue are attributed to the stage the customer was in when ordering; refunds
+  (negative revenue on `order_refunded`) to the stage at the refund.
+- stays(S, P): completed intervals of S that ended in P, with their length in days.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from clm.errors import NotFoundError
+from clm.identity.resolve import customer_events
+from clm.lifecycle.calendar import BUCKET_SECONDS, Calendar, build_calendar
+from clm.lifecycle.spec import StageModel
+from clm.warehouse.engine import Warehouse
+
+
+@dataclass
+class MetricContext:
+    model: StageModel
+    grain: str
+    calendar: Calendar
+    periods: pd.Index  # period_start (local dates)
+    population: pd.DataFrame  # index periods, columns stages
+    entered: pd.DataFrame
+    exited: pd.DataFrame
+    moves: pd.DataFrame  # columns from_stage, to_stage, period, customers
+    orders: pd.DataFrame  # index (stage, period): orders, revenue, refunds, buyers…
+    stays: pd.DataFrame  # columns stage, period, days
+    caveats: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+
+    def col(self, frame: pd.DataFrame, stage: str) -> pd.Series:
+        if stage in frame.columns:
+            return frame[stage].reindex(self.periods, fill_value=0).astype(float)
+        return pd.Series(0.0, index=self.periods)
+
+    def order_col(self, stage: str | None, column: str) -> pd.Series:
+        o = self.orders
+        if stage is None:
+            s = (
+                o.groupby(level="period")[column].sum()
+                if len(o)
+                else pd.Series(dtype=float)
+            )
+        else:
+            s = (
+                o.xs(stage, level="stage")[column]
+                if stage in o.index.get_level_values("stage")
+                else pd.Series(dtype=float)
+            )
+        return s.reindex(self.periods, fill_value=0).astype(float)
+
+    def moved(self, source: str | None, targets: list[str]) -> pd.Series:
+        m = self.moves
+        sel = m[m.to_stage.isin(targets)]
+        if source is not None:
+            sel = sel[sel.from_stage == source]
+        return (
+            sel.groupby("period")
+            .customers.sum()
+            .reindex(self.periods, fill_value=0)
+            .astype(float)
+        )
+
+
+def run_info(wh: Warehouse, model: StageModel) -> dict[str, str]:
+    raw = wh.meta(f"run:{model.name}:{model.version}")
+    if raw is None:
+        raise NotFoundError(
+            f"model `{model.name}` v{model.version} has not been run yet; run `clm run` first"
+        )
+    info: dict[str, str] = json.loads(raw)
+    return info
+
+
+def build_context(
+    wh: Warehouse, model: StageModel, grain: str, tz: ZoneInfo
+) -> MetricContext:
+    info = run_info(wh, model)
+    end = datetime.fromisoformat(info["observation_end"])
+    first = datetime.fromisoformat(info["first_event"])
+    hist = wh.table("stage_history")
+    hist = hist.filter(
+        (hist.model == model.name) & (hist.model_version == model.version)
+    )
+    # History starts at the first model period, which may begin before the first
+    # event (a week starting in December for an event on 1 January).
+    earliest = hist.valid_from.min().to_pyarrow().as_py()
+    if earliest is not None:
+        first = min(first, earliest)
+    cal = build_calendar(grain, tz, first, end)
+    buckets = ibis.memtable(cal.buckets_frame())
+    starts = pd.Index(cal.starts, name="period")
+
+    def period(t: ir.Table, col: str, name: str) -> ir.Table:
+        keyed = t.mutate(
+            _bk=(t[col].epoch_seconds().cast("float64").floor() // BUCKET_SECONDS).cast(
+                "int64"
+            )
+        )
+        b = buckets.select(_bk2=buckets.bucket, **{name: buckets.p})
+        return keyed.left_join(b, keyed._bk == b._bk2).drop("_bk", "_bk2")
+
+    def frame(expr: ir.Table) -> pd.DataFrame:
+        return expr.to_pandas()
+
+    # Population: +1 where an interval starts, -1 in the period containing its end.
+    h = period(period(hist, "valid_from", "p_from"), "valid_to", "p_to")
+    starts_ = frame(h.group_by(["stage", "p_from"]).aggregate(n=h.count()))
+    ended = h.filter(h.p_to.notnull())
+    ends_ = frame(ended.group_by(["stage", "p_to"]).aggregate(n=ended.count()))
+    delta = _pivot(starts_, "p_from", cal.n) - _pivot(ends_, "p_to", cal.n).reindex(
+        columns=_pivot(starts_, "p_from", cal.n).columns, fill_value=0
+    )
+    population = delta.cumsum()
+    entered = _pivot(starts_, "p_from", cal.n)
+    exited = _pivot(ends_, "p_to", cal.n)
+
+    trans = wh.table("stage_transitions")
+    trans = trans.filter(
+        (trans.model == model.name) & (trans.model_version == model.version)
+    )
+    t2 = period(trans, "at", "p")
+    moves = frame(
+        t2.group_by(["from_stage", "to_stage", "p"]).aggregate(customers=t2.count())
+    )
+
+    # Orders and refunds, attributed to the stage held at the order's time.
+    ev = customer_events(wh)
+    ev = ev.filter(ev.event.isin(["order_completed", "order_refunded"]))
+    ev = ev.filter(ev.timestamp < ibis.literal(end))
+    w = ibis.window(group_by="customer_id", order_by=["timestamp", "event_id"])
+    is_order = ev.event == "order_completed"
+    ev = ev.mutate(
+        _n=ibis.ifelse(is_order, 1, 0)
+        .sum()
+        .over(
+            ibis.cumulative_window(
+                group_by="customer_id", order_by=["timestamp", "event_id"]
+            )
+        )
+    )
+    del w
+    hh = hist.select(
+        _c=hist.customer_id, stage=hist.stage, _vf=hist.valid_from, _vt=hist.valid_to
+    )
+    j = ev.join(
+        hh,
+        (ev.customer_id == hh._c)
+        & (hh._vf <= ev.timestamp)
+        & (hh._vt.isnull() | (ev.timestamp < hh._vt)),
+    )
+    j = period(j, "timestamp", "p")
+    is_order = j.event == "order_completed"
+    rev = j.revenue.fill_null(0.0)
+    orders = frame(
+        j.group_by(["stage", "p"]).aggregate(
+            orders=is_order.cast("int64").sum(),
+            revenue=ibis.ifelse(is_order, rev, 0.0).sum(),
+            refunds=ibis.ifelse(is_order, 0.0, rev).sum(),
+            buyers=ibis.ifelse(is_order, j.customer_id, ibis.null("string")).nunique(),
+            repeat_buyers=ibis.ifelse(
+                is_order & (j._n > 1), j.customer_id, ibis.null("string")
+            ).nunique(),
+        )
+    )
+    orders = orders.dropna(subset=["p"])
+    orders["period"] = [cal.starts[int(p)] for p in orders.p]
+    orders = orders.drop(columns="p").set_index(["stage", "period"]).sort_index()
+
+    stays_t = h.filter(h.valid_to.notnull())
+    stays_t = stays_t.mutate(
+        days=(stays_t.valid_to.epoch_seconds() - stays_t.valid_from.epoch_seconds())
+        / 86400.0
+    )
+    stays = frame(stays_t.select("stage", "days", p=stays_t.p_to))
+    stays = stays.dropna(subset=["p"])
+    stays["period"] = [cal.starts[int(p)] for p in stays.p]
+    moves = moves.dropna(subset=["p"])
+    moves["period"] = [cal.starts[int(p)] for p in moves.p]
+
+    def dated(df: pd.DataFrame) -> pd.DataFrame:
+        df.index = pd.Index([cal.starts[int(i)] for i in df.index], name="period")
+        return df.reindex(starts, fill_value=0)
+
+    ctx = MetricContext(
+        model=model,
+        grain=grain,
+        calendar=cal,
+        periods=starts,
+        population=dated(population),
+        entered=dated(entered),
+        exited=dated(exited),
+        moves=moves,
+        orders=orders,
+        stays=stays,
+    )
+    if cal.bounds[-1] > end:
+        ctx.caveats.append(
+            ("last_period_incomplete", {"period_end": str(end.date()), "grain": grain})
+        )
+    return ctx
+
+
+def _pivot(df: pd.DataFrame, col: str, n: int) -> pd.DataFrame:
+    df = df.dropna(subset=[col])
+    if df.empty:
+        return pd.DataFrame(index=pd.RangeIndex(n))
+    wide = df.pivot_table(
+        index=col, columns="stage", values="n", aggfunc="sum", fill_value=0
+    )
+    wide.index = wide.index.astype(int)
+    return wide.reindex(range(n), fill_value=0).astype(np.int64)
+
+
+def as_date(d: date | datetime) -> date:
+    return d.date() if isinstance(d, datetime) else d
