@@ -1,0 +1,1 @@
+"""Analyses over the warehouse: RFM scores and segments, predictive CLV (`clv`)."""

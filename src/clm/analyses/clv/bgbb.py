@@ -19,6 +19,7 @@ from clm.analyses.clv.fit import (
     FloatArray,
     as_float_array,
     compress,
+    finite,
     maximize,
 )
 
@@ -128,7 +129,8 @@ class BGBB:
         now = gammaln(1 + de + periods) - gammaln(ga + de + periods)
         later = gammaln(1 + de + periods + n_star) - gammaln(ga + de + periods + n_star)
         bracket = np.abs(-np.expm1(later - now)) * np.exp(now)
-        return np.exp(head + front) * bracket
+        expected = np.exp(head + front) * bracket
+        return finite(expected, "expected purchases", "BG/BB", self.params)
 
 
 def fit_bgbb(
@@ -164,6 +166,6 @@ def fit_bgbb(
         n_customers=float(w.sum()),
         gradient=False,
         strict=strict,
-        notes=notes,
+        problems=notes,
     )
     return BGBB(**found.params, result=found)

@@ -19,6 +19,7 @@ from clm.analyses.clv.fit import (
     FloatArray,
     as_float_array,
     compress,
+    finite,
     maximize,
 )
 
@@ -138,23 +139,29 @@ class BGNBD:
         FHL eq. (10).
         """
         x, t_x, age = check_rft(frequency, recency, T)
-        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        r, alpha, a, b = self.r, self.alpha, _off_one(self.a), self.b
         horizon = np.broadcast_to(np.asarray(t, dtype=np.float64), x.shape)
         z = horizon / (alpha + age + horizon)
         decay = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + horizon)))
         lead = (a + b + x - 1) / (a - 1)
         numerator = lead * (1.0 - decay * hyp2f1(r + x, b + x, a + b + x - 1, z))
-        return numerator * self.p_alive(x, t_x, age)
+        expected = numerator * self.p_alive(x, t_x, age)
+        return finite(expected, "expected purchases", "BG/NBD", self.params)
 
     def expected_purchases_new(self, t: float | FloatArray) -> FloatArray:
         """E[X(t)] for a customer just acquired (FHL eq. 7)."""
-        r, alpha, a, b = self.r, self.alpha, self.a, self.b
+        r, alpha, a, b = self.r, self.alpha, _off_one(self.a), self.b
         horizon = np.asarray(t, dtype=np.float64)
         decay = (alpha / (alpha + horizon)) ** r
         z = horizon / (alpha + horizon)
-        return np.asarray(
-            (a + b - 1) / (a - 1) * (1.0 - decay * hyp2f1(r, b, a + b - 1, z))
-        )
+        expected = (a + b - 1) / (a - 1) * (1.0 - decay * hyp2f1(r, b, a + b - 1, z))
+        return finite(np.asarray(expected), "expected purchases", "BG/NBD", self.params)
+
+
+def _off_one(a: float) -> float:
+    # Eqs. (7) and (10) divide by a - 1; at a = 1 the singularity is removable (the
+    # bracket vanishes too), so a step of 1e-7 off it changes the result by ~1e-7.
+    return a if abs(a - 1.0) > 1e-7 else 1.0 + 1e-7
 
 
 def fit_bgnbd(
@@ -187,7 +194,7 @@ def fit_bgnbd(
         n_customers=float(w.sum()),
         gradient=True,
         strict=strict,
-        notes=notes,
+        problems=notes,
     )
     return BGNBD(**found.params, result=found)
 

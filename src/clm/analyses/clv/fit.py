@@ -71,6 +71,22 @@ def as_float_array(values: object, name: str) -> FloatArray:
     return array
 
 
+def finite(
+    values: FloatArray, what: str, model: str, params: dict[str, float]
+) -> FloatArray:
+    """`values` unchanged if all are finite; else a `ConvergenceError` saying why."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
+        raise ConvergenceError(
+            f"{model} {what}: {int(bad.sum())} of {bad.size} value(s) are not finite "
+            f"with parameters {shown}; such parameters come from a fit that did not "
+            "converge or from extreme inputs. Refit on more customers (check "
+            "result.converged and result.message)."
+        )
+    return values
+
+
 def compress(
     *columns: FloatArray, weights: FloatArray | None = None
 ) -> list[FloatArray]:
@@ -95,13 +111,17 @@ def maximize(
     n_customers: float,
     gradient: bool,
     strict: bool = False,
+    problems: Sequence[str] = (),
     notes: Sequence[str] = (),
     max_iterations: int = 1000,
 ) -> FitResult:
     """Minimise `objective` (a negative log-likelihood over log-parameters).
 
-    `start` is in natural units. With `strict`, a fit that does not converge raises
-    `ConvergenceError`; otherwise it comes back with `converged=False` and a message.
+    `start` is in natural units. `problems` are reasons found in the data why the
+    model is not identified: the optimiser still runs (its last iterate is a finite
+    fallback) but the fit is reported as not converged. `notes` are kept as caveats.
+    With `strict`, a fit that does not converge raises `ConvergenceError`; otherwise
+    it comes back with `converged=False` and a message.
     """
     theta0 = np.log(np.asarray(start, dtype=np.float64))
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(theta0)
@@ -150,8 +170,13 @@ def maximize(
     if not np.isfinite(log_likelihood) or found.fun >= 1e299:
         converged, log_likelihood = False, float("-inf")
         message = f"the log-likelihood is not finite at any point tried. {message}"
-    if notes and not converged:
-        message = f"{message} ({'; '.join(notes)})"
+    if problems:
+        converged = False
+        message = (
+            f"the data cannot identify the model: {'; '.join(problems)}. {message}"
+        )
+    if notes:
+        message = f"{message} (note: {'; '.join(notes)})"
 
     result = FitResult(
         model=model,
@@ -161,7 +186,7 @@ def maximize(
         iterations=int(found.nit),
         message=message,
         n_customers=float(n_customers),
-        notes=tuple(notes),
+        notes=(*problems, *notes),
     )
     if not converged:
         log.warning("%s fit did not converge: %s", model, message)

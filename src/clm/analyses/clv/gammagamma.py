@@ -131,8 +131,9 @@ def fit_gammagamma(
             "spend, so Gamma-Gamma has nothing to fit; use the mean observed spend."
         )
     xs, zs, ws = compress(x[usable], z[usable], weights=base[usable])
+    problems = []
     if ws.sum() < 2:
-        notes.append("a single customer cannot identify a population model")
+        problems.append("a single customer cannot identify a population model")
     scale = float(np.average(zs, weights=ws))
     found = maximize(
         lambda theta: _terms(theta, xs, zs, ws),
@@ -142,6 +143,7 @@ def fit_gammagamma(
         n_customers=float(ws.sum()),
         gradient=True,
         strict=strict,
+        problems=problems,
         notes=notes,
     )
     return GammaGamma(**found.params, result=found)

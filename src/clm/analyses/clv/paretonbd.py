@@ -19,6 +19,7 @@ from clm.analyses.clv.fit import (
     FloatArray,
     as_float_array,
     compress,
+    finite,
     maximize,
 )
 
@@ -93,7 +94,8 @@ class ParetoNBD:
         """P(alive at T | x, t_x, T) (FH note eq. 18): the 'still alive' share of L."""
         x, t_x, t = check_rft(frequency, recency, T)
         odds = _log_parts(self._vector(), x, t_x, t)[1]
-        return 0.5 * (1.0 - np.tanh(0.5 * odds))
+        alive = 0.5 * (1.0 - np.tanh(0.5 * odds))
+        return finite(alive, "P(alive)", "Pareto/NBD", self.params)
 
     def expected_purchases(
         self, t: float | FloatArray, frequency: object, recency: object, T: object
@@ -111,7 +113,8 @@ class ParetoNBD:
         else:
             growth = -np.expm1(-(s - 1.0) * log_ratio) / (s - 1.0)
         rate = (r + x) / (alpha + age) * (beta + age)
-        return rate * growth * self.p_alive(x, t_x, age)
+        expected = rate * growth * self.p_alive(x, t_x, age)
+        return finite(expected, "expected purchases", "Pareto/NBD", self.params)
 
 
 def fit_paretonbd(
@@ -148,6 +151,6 @@ def fit_paretonbd(
         n_customers=float(w.sum()),
         gradient=False,
         strict=strict,
-        notes=notes,
+        problems=notes,
     )
     return ParetoNBD(**found.params, result=found)

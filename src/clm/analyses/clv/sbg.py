@@ -125,6 +125,6 @@ def fit_sbg(
         n_customers=float(w.sum()),
         gradient=False,
         strict=strict,
-        notes=notes,
+        problems=notes,
     )
     return ShiftedBetaGeometric(**found.params, result=found)
