@@ -182,10 +182,12 @@ class _Loader:
             raise self.error(f"{what} is empty; give it a value", node)
         return str(node.value)
 
-    def boolean(self, node: Node, what: str) -> bool:
+    def boolean(self, node: Node, what: str, stage: str | None = None) -> bool:
         raw = self.scalar(node, what)
         if node.tag != _TAG + "bool":
-            raise self.error(f"{what} must be true or false, found `{raw}`", node)
+            raise self.error(
+                f"{what} must be true or false, found `{raw}`", node, stage
+            )
         return bool(SafeConstructor.bool_values[raw.lower()])
 
     def choice(self, node: Node, what: str, valid: tuple[str, ...]) -> str:
@@ -452,6 +454,7 @@ class _Loader:
                     f"stage `{name}` is listed twice (first on line {lines[name]}); "
                     "stage names must be unique",
                     items["name"][1],
+                    name,
                 )
             lines[name] = _line(items["name"][1])
             if "when" not in items:
@@ -495,7 +498,7 @@ class _Loader:
 
         churned = False
         if "churned" in items:
-            churned = self.boolean(items["churned"][1], "`churned`")
+            churned = self.boolean(items["churned"][1], "`churned`", name)
         labels: dict[str, str] = {}
         if "label" in items:
             labels = self.labels(items["label"][1], name)
