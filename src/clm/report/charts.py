@@ -8,11 +8,11 @@ readers can name what each chart shows. Axis labels are formatted by `clm.report
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from datetime import date
 from html import escape
-from itertools import count
 
 import pandas as pd
 
@@ -34,7 +34,13 @@ PALETTE = (
     "#17BECF",
 )
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, Arial, sans-serif"
-_ids = count(1)
+
+
+def _uid(prefix: str, *parts: object) -> str:
+    """An element id derived from the content, so the same data renders the same
+    bytes every time (reports can be diffed and cached)."""
+    digest = hashlib.sha1(repr(parts).encode("utf-8")).hexdigest()[:10]
+    return f"{prefix}-{digest}"
 
 
 def _attr(text: str) -> str:
@@ -84,6 +90,7 @@ def population_chart(
     stacked: bool = True,
     width: int = 880,
     height: int = 320,
+    element_id: str = "",
 ) -> str:
     """Customers per stage over time: a stacked area chart (or one line per stage).
 
@@ -125,7 +132,7 @@ def population_chart(
     def y_at(v: float) -> float:
         return bottom - plot_h * v / y_max
 
-    uid = f"clm-pop-{next(_ids)}"
+    uid = element_id or _uid("clm-pop", shown, periods, wide.to_numpy().tolist(), lang)
     title = i18n.translate("ui.populations_chart_title", lang)
     first_p = i18n.format_period(periods[0], grain, lang)
     last_p = i18n.format_period(periods[-1], grain, lang)
@@ -256,12 +263,13 @@ def sparkline(
     width: int = 110,
     height: int = 28,
     stroke: str = "#0072B2",
+    element_id: str = "",
 ) -> str:
     """A small trend line of one KPI over the periods, oldest first.
 
     Missing values (None, NaN) break the line rather than being drawn as zero.
     """
-    uid = f"clm-spark-{next(_ids)}"
+    uid = element_id or _uid("clm-spark", list(values), title)
     points = [
         (i, float(v))
         for i, v in enumerate(values)

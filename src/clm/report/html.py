@@ -117,10 +117,18 @@ def _stage_sections(data: ReportData, lang: str) -> list[StageSection]:
                 period=i18n.format_period(latest, data.grain, lang),
             )
         )
-        for metric in dict.fromkeys(rows["metric"]):
-            section.rows.append(
-                _kpi_row(data, lang, stage, str(metric), rows, latest, periods)
+        for number, metric in enumerate(dict.fromkeys(rows["metric"])):
+            row = _kpi_row(
+                data,
+                lang,
+                stage,
+                str(metric),
+                rows,
+                latest,
+                periods,
+                element_id=f"spark-{index}-{number}",
             )
+            section.rows.append(row)
     return sections
 
 
@@ -132,6 +140,7 @@ def _kpi_row(
     rows: Any,
     latest: date,
     periods: list[date],
+    element_id: str,
 ) -> KpiRow:
     own = rows[rows["metric"] == metric]
     label = i18n.metric_label(metric, lang, data.stage_labels)
@@ -175,7 +184,11 @@ def _kpi_row(
         )
     else:
         title = label
-    spark = Markup(charts.sparkline(series, title)) if len(valid) > 1 else Markup("")
+    spark = (
+        Markup(charts.sparkline(series, title, element_id=element_id))
+        if len(valid) > 1
+        else Markup("")
+    )
     return KpiRow(
         label=label,
         value=fmt(value),
@@ -197,7 +210,9 @@ def render_report(data: ReportData, lang: str = "en") -> str:
 
     stages = data.stages
     labels = {s: i18n.stage_label(s, lang, data.stage_labels) for s in stages}
-    chart = charts.population_chart(data.populations, stages, labels, data.grain, lang)
+    chart = charts.population_chart(
+        data.populations, stages, labels, data.grain, lang, element_id="clm-populations"
+    )
     matrix = charts.transition_matrix(
         data.transitions,
         stages,
