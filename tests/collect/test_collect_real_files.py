@@ -1,4 +1,4 @@
-"""Importing the real UCI Online Retail and CDNOW files; counts checked against pandas."""
+"""Importing the real UCI Online Retail and CDNOW files, counts checked by pandas."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_uci_counts_match_pandas(uci: tuple[Warehouse, Receipt, pd.DataFrame]) -
 
 def _rejected_amount(wh: Warehouse) -> float:
     sql = (
-        "SELECT sum(CAST(raw->>'Quantity' AS DOUBLE) * CAST(raw->>'UnitPrice' AS DOUBLE))"
+        "SELECT sum(CAST(raw->>'Quantity' AS DOUBLE)"
+        " * CAST(raw->>'UnitPrice' AS DOUBLE))"
         " AS s FROM rejected"
     )
     return float(wh.con.sql(sql).to_pyarrow().to_pylist()[0]["s"])

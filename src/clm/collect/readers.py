@@ -193,10 +193,13 @@ def reader_sql(path: str | Path, fmt: FileFormat) -> str:
     p = sql_str(str(path))
     if fmt.kind == "parquet":
         return f"read_parquet({p})"
+    # Gzip is found by its magic bytes, whatever the file is called.
+    p += f", compression={sql_str(fmt.compression or 'none')}"
     if fmt.kind == "jsonl" or fmt.delimiter == WHITESPACE:
         return (
             f"read_csv({p}, columns={{'line': 'VARCHAR'}}, "
             f"delim={sql_str(LINE_SEPARATOR)}, quote='', escape='', header=false, "
+            "strict_mode=false, "
             "max_line_size=16777216)"
         )
     return (
