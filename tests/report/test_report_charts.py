@@ -91,6 +91,16 @@ def test_stacked_areas_reach_the_sum_of_the_stages() -> None:
     assert abs(height - 10_500) < 10
 
 
+def test_incomplete_last_period_is_labelled() -> None:
+    stages = ["reach", "conversion", "retention"]
+    plain = charts.population_chart(populations(), stages, LABELS, "week", "de")
+    marked = charts.population_chart(
+        populations(), stages, LABELS, "week", "de", last_incomplete=True
+    )
+    assert "unvollständig" not in texts(ET.fromstring(plain))
+    assert "unvollständig" in texts(ET.fromstring(marked))
+
+
 def test_line_mode_and_single_period() -> None:
     one = populations().head(3)
     svg = charts.population_chart(one, ["reach"], LABELS, "month", "en", stacked=False)

@@ -109,8 +109,9 @@ def test_labels_and_formats_follow_the_language(english: str, german: str) -> No
     assert "€1,234.50" in en and "1.234,50 €" in de
     assert "Jan 3, 2025 to Dec 4, 2026" in en
     assert "03.01.2025 bis 04.12.2026" in de
-    assert "Dec 2026, compared with Nov 2026" in en
-    assert "Dez. 2026, verglichen mit Nov. 2026" in de
+    # The sample's last month is marked incomplete by its caveat.
+    assert "Dec 2026 (incomplete), compared with Nov 2026" in en
+    assert "Dez. 2026 (unvollständig), verglichen mit Nov. 2026" in de
     assert "Europe/Berlin" in en and "ecommerce, Version 3" in de
 
 
@@ -276,3 +277,17 @@ def test_write_report(tmp_path: Path) -> None:
     path = write_report(data, tmp_path / "out" / "report.html", "de")
     assert path == tmp_path / "out" / "report.html"
     assert path.read_text(encoding="utf-8") == render_report(data, "de")
+
+
+def test_rows_without_a_period_do_not_break_the_report() -> None:
+    kpis = kpi_rows()
+    kpis["period_start"] = kpis["period_start"].astype(object)
+    kpis.loc[kpis["stage"] == "retention", "period_start"] = None
+    text = text_of(render_report(sample(kpis=kpis), "en"))
+    assert text.count("No key figures for this stage yet.") == 1
+
+
+def test_without_the_caveat_the_last_period_is_not_called_incomplete() -> None:
+    text = text_of(render_report(sample(caveats=[]), "en"))
+    assert "Dec 2026, compared with Nov 2026" in text
+    assert "incomplete" not in text

@@ -91,8 +91,12 @@ def population_chart(
     width: int = 880,
     height: int = 320,
     element_id: str = "",
+    last_incomplete: bool = False,
 ) -> str:
     """Customers per stage over time: a stacked area chart (or one line per stage).
+
+    With `last_incomplete` the stretch to the last period is greyed and labelled, so a
+    dip that only means "the week is not over" is not read as a fall.
 
     `populations` has period_start, stage, population; `stages` gives the order
     (bottom of the stack first) and `labels` the display name of each stage.
@@ -200,6 +204,16 @@ def population_chart(
                 f'stroke-width="2"><title>{escape(tip)}</title></polyline>'
             )
         base = tops if stacked else base
+
+    if last_incomplete and n > 1:
+        x0, x1 = x_at(n - 2), x_at(n - 1)
+        out.append(
+            f'<rect x="{_num(x0)}" y="{top}" width="{_num(x1 - x0)}" '
+            f'height="{plot_h}" fill="#ffffff" fill-opacity="0.55"/>'
+            f'<text x="{_num(x1 - 4)}" y="{top + 12}" text-anchor="end" '
+            f'fill="#444" font-style="italic">'
+            f"{escape(i18n.translate('ui.incomplete', lang))}</text>"
+        )
 
     # X axis: the period labels that fit (about 80 px each), the last one always.
     out.append(

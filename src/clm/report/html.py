@@ -83,6 +83,10 @@ def _tone(metric: str, stage: str, change: float, data: ReportData) -> str:
     return "good" if rising != lower_better else "bad"
 
 
+def _last_incomplete(data: ReportData) -> bool:
+    return any(c.code == "last_period_incomplete" for c in data.caveats)
+
+
 def _stage_sections(data: ReportData, lang: str) -> list[StageSection]:
     periods = data.periods
     sections = []
@@ -97,25 +101,27 @@ def _stage_sections(data: ReportData, lang: str) -> list[StageSection]:
         )
         sections.append(section)
         rows = data.kpis[data.kpis["stage"] == stage]
-        if rows.empty:
+        dated = [p for p in rows["period_start"] if p is not None]
+        if not dated:
             continue
 
         # The table shows the stage's latest period; the sparkline all of them.
-        latest = max(p for p in rows["period_start"] if p is not None)
+        latest = max(dated)
         earlier = [p for p in periods if p < latest]
+        latest_text = i18n.format_period(latest, data.grain, lang)
+        if _last_incomplete(data) and periods and latest == periods[-1]:
+            latest_text = i18n.translate(
+                "ui.period_incomplete", lang, period=latest_text
+            )
         section.period = (
             i18n.translate(
                 "ui.kpis_latest",
                 lang,
-                period=i18n.format_period(latest, data.grain, lang),
+                period=latest_text,
                 previous=i18n.format_period(earlier[-1], data.grain, lang),
             )
             if earlier
-            else i18n.translate(
-                "ui.kpis_latest_only",
-                lang,
-                period=i18n.format_period(latest, data.grain, lang),
-            )
+            else i18n.translate("ui.kpis_latest_only", lang, period=latest_text)
         )
         for number, metric in enumerate(dict.fromkeys(rows["metric"])):
             row = _kpi_row(
@@ -211,7 +217,13 @@ def render_report(data: ReportData, lang: str = "en") -> str:
     stages = data.stages
     labels = {s: i18n.stage_label(s, lang, data.stage_labels) for s in stages}
     chart = charts.population_chart(
-        data.populations, stages, labels, data.grain, lang, element_id="clm-populations"
+        data.populations,
+        stages,
+        labels,
+        data.grain,
+        lang,
+        element_id="clm-populations",
+        last_incomplete=_last_incomplete(data),
     )
     matrix = charts.transition_matrix(
         data.transitions,
@@ -229,7 +241,7 @@ def render_report(data: ReportData, lang: str = "en") -> str:
             last=i18n.format_date(data.data_to, lang),
         )
         if data.data_from or data.data_to
-        else t("ui.no_data")
+        else t("ui.no_events")
     )
     context = {
         "lang": base,

@@ -65,6 +65,9 @@ _EN: dict[str, str] = {
     "ui.kpis": "Key figures per stage",
     "ui.kpis_latest": "{period}, compared with {previous}",
     "ui.kpis_latest_only": "{period}",
+    "ui.incomplete": "incomplete",
+    "ui.period_incomplete": "{period} (incomplete)",
+    "ui.no_events": "No events yet",
     "ui.transitions": "Movement between stages",
     "ui.transitions_desc": (
         "Customers by their stage on {from_date} (rows) and on {to_date} (columns). "
@@ -197,6 +200,9 @@ _DE: dict[str, str] = {
     "ui.kpis": "Kennzahlen je Phase",
     "ui.kpis_latest": "{period}, verglichen mit {previous}",
     "ui.kpis_latest_only": "{period}",
+    "ui.incomplete": "unvollständig",
+    "ui.period_incomplete": "{period} (unvollständig)",
+    "ui.no_events": "Noch keine Ereignisse",
     "ui.transitions": "Wechsel zwischen den Phasen",
     "ui.transitions_desc": (
         "Kunden nach ihrer Phase am {from_date} (Zeilen) und am {to_date} (Spalten). "
