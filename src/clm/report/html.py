@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import pandas as pd
 from markupsafe import Markup
 
 from clm.errors import ConfigError
@@ -143,7 +144,7 @@ def _kpi_row(
     lang: str,
     stage: str,
     metric: str,
-    rows: Any,
+    rows: pd.DataFrame,
     latest: date,
     periods: list[date],
     element_id: str,
