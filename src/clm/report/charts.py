@@ -119,7 +119,7 @@ def population_chart(
     n = len(periods)
 
     # Layout: plot area, then a legend below it in as many rows as it needs.
-    left, right, top = 72, 16, 16
+    left, right, top = 72, 40, 16
     plot_h = height - 60
     legend_rows = _legend_rows([labels.get(s, s) for s in shown], width - left - right)
     total_h = top + plot_h + 44 + 22 * len(legend_rows)
@@ -220,13 +220,11 @@ def population_chart(
         f'<line x1="{left}" x2="{left + plot_w}" y1="{bottom}" y2="{bottom}" '
         f'stroke="#444" stroke-width="1"/>'
     )
-    for i in _label_every(n, max(1, plot_w // 80)):
+    # Labels are centred on their tick (the right margin leaves room for the last),
+    # so neighbours never overlap at the ends.
+    for i in _label_every(n, max(1, plot_w // 84)):
         x = x_at(i)
         anchor = "middle"
-        if n > 1 and i == 0:
-            anchor = "start"
-        elif n > 1 and i == n - 1:
-            anchor = "end"
         out.append(
             f'<line x1="{_num(x)}" x2="{_num(x)}" y1="{bottom}" y2="{bottom + 4}" '
             f'stroke="#444"/>'
