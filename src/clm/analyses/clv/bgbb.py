@@ -37,16 +37,18 @@ def check_xtn(
         raise ValueError("frequency, recency and n have different lengths.")
     for name, values in (("frequency", x), ("recency", t_x), ("n", periods)):
         if np.any(values != np.round(values)):
+            odd = float(values[values != np.round(values)][0])
             raise ValueError(
-                f"{name}: {values[values != np.round(values)][0]!r} is not a whole "
-                "number; BG/BB counts discrete opportunities."
+                f"{name}: {odd:g} is not a whole number; BG/BB counts discrete "
+                "opportunities."
             )
     bad = (x > t_x) | (t_x > periods)
     if bad.any():
+        first = (float(x[bad][0]), float(t_x[bad][0]), float(periods[bad][0]))
         raise ValueError(
             f"{int(bad.sum())} row(s) break frequency <= recency <= n (first: "
-            f"x={x[bad][0]!r}, t_x={t_x[bad][0]!r}, n={periods[bad][0]!r}); recency "
-            "is the opportunity of the last purchase."
+            "x={:g}, t_x={:g}, n={:g}); recency is the opportunity of the last "
+            "purchase.".format(*first)
         )
     return x, t_x, periods
 

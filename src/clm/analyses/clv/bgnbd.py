@@ -37,16 +37,18 @@ def check_rft(frequency: object, recency: object, T: object) -> tuple[FloatArray
             f"{len(t)}); pass the columns of one summary frame."
         )
     if np.any(x != np.round(x)):
+        odd = float(x[x != np.round(x)][0])
         raise ValueError(
-            f"frequency: {x[x != np.round(x)][0]!r} is not a whole number; frequency "
-            "counts repeat purchase days."
+            f"frequency: {odd:g} is not a whole number; frequency counts repeat "
+            "purchase days."
         )
     late = t_x > t + 1e-9
     if late.any():
         raise ValueError(
             f"recency: {int(late.sum())} customer(s) have recency > T (first: "
-            f"{t_x[late][0]!r} > {t[late][0]!r}); recency is measured from the first "
-            "purchase and cannot exceed T. Rebuild the summary with summary()."
+            f"{float(t_x[late][0]):g} > {float(t[late][0]):g}); recency is measured "
+            "from the first purchase and cannot exceed T. Rebuild the summary with "
+            "summary()."
         )
     return x, t_x, t
 

@@ -65,7 +65,7 @@ def as_float_array(values: object, name: str) -> FloatArray:
         first = array[bad][0]
         raise ValueError(
             f"{name}: {int(bad.sum())} value(s) are negative, NaN or infinite "
-            f"(first: {first!r}); {name} must be a finite number >= 0. Drop or "
+            f"(first: {float(first):g}); {name} must be a finite number >= 0. Drop or "
             "repair those customers before fitting."
         )
     return array

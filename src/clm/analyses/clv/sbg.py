@@ -67,9 +67,12 @@ class ShiftedBetaGeometric:
         """DERL: expected discounted further periods of a customer who has renewed
         n times, at a discount rate d per period.
 
-        Fader & Hardie (2010), "Customer-Base Valuation in a Contractual Setting",
-        Marketing Science 29(1), eq. (6): (beta+n)/(alpha+beta+n) 2F1(1, beta+n+1;
-        alpha+beta+n+1; 1/(1+d)), counted from the next period's payment on.
+        The discounted expected residual lifetime of Fader & Hardie (2010),
+        "Customer-Base Valuation in a Contractual Setting: The Perils of Ignoring
+        Heterogeneity", Marketing Science 29(1): sum over k >= 1 of
+        S(n+k) / S(n) / (1+d)^(k-1), which sums in closed form to
+        (beta+n)/(alpha+beta+n) 2F1(1, beta+n+1; alpha+beta+n+1; 1/(1+d)).
+        The first further period is undiscounted (paid at its start).
         """
         if discount_rate <= 0:
             raise ValueError(
@@ -103,8 +106,8 @@ def fit_sbg(
     if np.any(t < 1) or np.any(t != np.round(t)):
         bad = t[(t < 1) | (t != np.round(t))][0]
         raise ValueError(
-            f"periods: {bad!r} is not a whole number >= 1; a customer is observed for "
-            "at least the first period."
+            f"periods: {float(bad):g} is not a whole number >= 1; a customer is "
+            "observed for at least the first period."
         )
     w = None if weights is None else as_float_array(weights, "weights")
     t, lost, w = compress(t, lost, weights=w)

@@ -117,7 +117,7 @@ def summary(
     key = codes * span + (days - first_day)
     order = np.argsort(key, kind="stable")
     key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+    starts = np.flatnonzero(np.r_[len(key) > 0, key[1:] != key[:-1]])
     day_code = key[starts] // span
     day = key[starts] % span + first_day
     day_amount = np.add.reduceat(amounts[order], starts) if len(starts) else amounts[:0]
