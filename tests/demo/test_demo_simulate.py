@@ -233,3 +233,32 @@ def test_the_shop_clock_follows_the_time_zone() -> None:
     assert tokyo.timestamp.dt.hour.isin([11, 12]).mean() > 0.08
     assert berlin.timestamp.dt.hour.isin([19, 20]).mean() > 0.08
     assert np.isclose(len(tokyo), len(berlin), rtol=0.2)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def start(self, label: str, total: float | None = None) -> None:
+        self.calls.append(("start", total))
+
+    def advance(self, amount: float = 1) -> None:
+        self.calls.append(("advance", amount))
+
+    def done(self) -> None:
+        self.calls.append(("done", None))
+
+
+def test_progress_counts_customers_chunk_by_chunk(tmp_path: Path) -> None:
+    recorder = _Recorder()
+    write_parquet(
+        tmp_path / "p.parquet", 25_000, weeks=4, chunk_customers=10_000,
+        progress=recorder,
+    )  # fmt: skip
+    assert recorder.calls == [
+        ("start", 25_000),
+        ("advance", 10_000),
+        ("advance", 10_000),
+        ("advance", 5_000),
+        ("done", None),
+    ]

@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from engines import ENGINES, make_warehouse  # noqa: E402
+from engines import ENGINES, make_warehouse
 
 
 @pytest.fixture(params=ENGINES)
 def wh(request, tmp_path_factory):
+    """A fresh warehouse on each engine: the behaviour suite must agree across them."""
     yield from make_warehouse(request.param, tmp_path_factory.getbasetemp())

@@ -14,6 +14,7 @@ from datetime import date, datetime
 import pandas as pd
 import pytest
 
+from builders import events
 from clm.lifecycle.history import run_model
 from clm.lifecycle.model import load_model_text
 
@@ -35,21 +36,9 @@ stages:
 """
 
 
-def events(rows: list[tuple[str, str | None, str]]) -> pd.DataFrame:
-    """(customer, event name or None for a page view, UTC time) → events frame."""
-    return pd.DataFrame(
-        {
-            "event_id": [f"e{i}" for i in range(len(rows))],
-            "type": ["page" if e is None else "track" for _, e, _ in rows],
-            "event": [e for _, e, _ in rows],
-            "user_id": [c for c, _, _ in rows],
-            "timestamp": pd.to_datetime([t for _, _, t in rows], format="ISO8601"),
-            "revenue": [10.0 if e == "order_completed" else None for _, e, _ in rows],
-        }
-    )
-
-
-def history(wh, model: str = "t") -> dict[str, list[tuple[str, datetime, datetime | None]]]:
+def history(
+    wh, model: str = "t"
+) -> dict[str, list[tuple[str, datetime, datetime | None]]]:
     h = wh.table("stage_history").to_pandas()
     h = h[h.model == model].sort_values(["customer_id", "valid_from"])
     out: dict[str, list] = {}
@@ -96,8 +85,14 @@ EXPECTED = {
         ("lapsed", D("2024-03-04"), None),
     ],
     "c2": [("visitor", D("2024-03-18"), None)],
-    "c3": [("buyer", D("2024-01-15"), D("2024-01-29")), ("lapsed", D("2024-01-29"), None)],
-    "c4": [("buyer", D("2024-01-08"), D("2024-01-29")), ("lapsed", D("2024-01-29"), None)],
+    "c3": [
+        ("buyer", D("2024-01-15"), D("2024-01-29")),
+        ("lapsed", D("2024-01-29"), None),
+    ],
+    "c4": [
+        ("buyer", D("2024-01-08"), D("2024-01-29")),
+        ("lapsed", D("2024-01-29"), None),
+    ],
 }
 
 
@@ -116,7 +111,11 @@ def test_transitions_follow_history(wh):
     t = wh.table("stage_transitions").to_pandas()
     c1 = t[t.customer_id == "c1"].sort_values("at")
     got = [
-        (None if pd.isna(r.from_stage) else r.from_stage, r.to_stage, r.at.to_pydatetime())
+        (
+            None if pd.isna(r.from_stage) else r.from_stage,
+            r.to_stage,
+            r.at.to_pydatetime(),
+        )
         for r in c1.itertuples()
     ]
     assert got == [
@@ -179,7 +178,9 @@ FUNNEL_EVENTS = [
 )
 def test_forward_only_never_goes_back(wh, progression, expected):
     wh.append("events", events(FUNNEL_EVENTS))
-    run_model(wh, load_model_text(FUNNEL.format(progression=progression)), timezone="UTC")
+    run_model(
+        wh, load_model_text(FUNNEL.format(progression=progression)), timezone="UTC"
+    )
     assert history(wh, "f")["c5"] == expected
 
 
@@ -250,7 +251,9 @@ def test_new_version_replays_and_keeps_the_old(wh):
 
 def test_as_of_cuts_the_observation(wh):
     wh.append("events", events(CASES))
-    result = run_model(wh, load_model_text(MODEL), timezone="UTC", as_of=date(2024, 1, 31))
+    result = run_model(
+        wh, load_model_text(MODEL), timezone="UTC", as_of=date(2024, 1, 31)
+    )
     h = history(wh)
     # Observation ends Feb 1 00:00: c1 is lapsed? no: at Feb 1, 21.5 days since Jan 10
     # 12:00 → 21 > 20 → lapsed in wk Jan 29 (evaluated at Feb 1).

@@ -1,0 +1,109 @@
+"""Benchmark of the main job: import from Parquet + `clm run` + `clm metrics`.
+
+    python bench/bench_pipeline.py                 # 100k and 1M customers
+    python bench/bench_pipeline.py --customers 100000
+
+For each size the simulated shop (`clm demo --parquet`, ~10 events per customer, two
+years) is generated once into bench/out/ (not timed), then a child process runs the
+pipeline on a fresh workspace through the Python API that the CLI uses: import the
+Parquet file, run the `ecommerce` model (weekly history over two years), compute its
+metrics per month. The child reports each step's wall time; the parent reads the child's
+peak resident memory from the operating system (ru_maxrss of the waited-for child).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"
+
+CHILD = r"""
+import json, sys, time
+import clm
+ws_dir, parquet = sys.argv[1], sys.argv[2]
+steps = {}
+t0 = time.perf_counter()
+ws = clm.init(ws_dir, timezone="Europe/Berlin")
+r = ws.import_events(parquet)
+steps["import"] = time.perf_counter() - t0
+t1 = time.perf_counter()
+run = ws.run()[0]
+steps["run"] = time.perf_counter() - t1
+t2 = time.perf_counter()
+m = ws.metrics(grain="month")
+steps["metrics"] = time.perf_counter() - t2
+steps["total"] = time.perf_counter() - t0
+print(json.dumps({
+    "steps": steps,
+    "events": r.counts.get("events_written"),
+    "customers": run.counts["customers"],
+    "intervals": run.counts["intervals"],
+    "run_steps": run.durations,
+    "metric_values": len(m.values),
+}))
+"""
+
+
+def ensure_data(customers: int) -> Path:
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"shop-{customers}.parquet"
+    if not path.exists():
+        from clm.demo.simulate import write_parquet
+
+        t = time.perf_counter()
+        rows = write_parquet(path, customers, seed=7)
+        print(f"generated {rows:,} events in {time.perf_counter() - t:.1f} s → {path}")
+    return path
+
+
+def run_once(customers: int) -> dict:
+    data = ensure_data(customers)
+    ws = OUT / f"ws-{customers}"
+    shutil.rmtree(ws, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ws), str(data)],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far; sizes run smallest first.
+    result["peak_rss_mb"] = round(max(peak_kb, before) / 1024)
+    result["customers_in"] = customers
+    shutil.rmtree(ws, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--customers", type=int, nargs="*", default=[100_000, 1_000_000])
+    args = ap.parse_args()
+    rows = []
+    for n in sorted(args.customers):
+        r = run_once(n)
+        rows.append(r)
+        s = r["steps"]
+        print(
+            f"{n:>9,} customers {r['events']:>11,} events: import {s['import']:.1f} s, "
+            f"run {s['run']:.1f} s, metrics {s['metrics']:.1f} s, "
+            f"total {s['total']:.1f} s, peak RSS {r['peak_rss_mb']:,} MB",
+            flush=True,
+        )
+        print("   run steps:", {k: round(v, 2) for k, v in r["run_steps"].items()})
+    print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
