@@ -47,6 +47,57 @@ SETTINGS: tuple[Setting, ...] = (
         "Stage models in use: template names or YAML paths",
     ),
     Setting("threads", int, 0, "Engine threads; 0 lets the engine choose"),
+    # -- clm serve: the HTTP collector (docs/collector.md) ----------------------------
+    Setting("serve.host", str, "127.0.0.1", "Address `clm serve` binds to"),
+    Setting("serve.port", int, 8700, "Port `clm serve` listens on"),
+    Setting(
+        "serve.write_keys",
+        list,
+        [],
+        "Segment write keys as KEY=SOURCE (or KEY); SOURCE names the source in events",
+    ),
+    Setting(
+        "serve.matomo_sites",
+        list,
+        [],
+        "Matomo idsite values accepted; empty accepts any positive integer",
+    ),
+    Setting(
+        "serve.spool_dir",
+        str,
+        "spool",
+        "Folder of the durable event spool, relative to the workspace",
+    ),
+    Setting(
+        "serve.batch_size",
+        int,
+        32,
+        "Spool segments the loader moves into the warehouse per transaction",
+    ),
+    Setting(
+        "serve.flush_interval_ms",
+        int,
+        1000,
+        "How often (ms) the spool seals a segment and the loader runs",
+    ),
+    Setting(
+        "serve.session_timeout_minutes",
+        int,
+        30,
+        "Minutes of inactivity after which a visitor's next event starts a session",
+    ),
+    Setting(
+        "serve.anonymize_ip",
+        int,
+        1,
+        "1: zero the IPv4 last octet / IPv6 last 80 bits before storing; 0: keep IPs",
+    ),
+    Setting(
+        "serve.bot_filter",
+        int,
+        1,
+        "1: flag bot and crawler events (context.clm.bot) so metrics skip them; 0: off",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 LANGUAGES = ("en", "de")

@@ -436,3 +436,4 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+from clm.cli import serve  # noqa: E402,F401

@@ -1,0 +1,167 @@
+"""What every collection endpoint shares: config, enrichment, the spool and the loader.
+
+A protocol handler (`http_segment`, `http_matomo`) turns a request into event rows
+(or `Invalid` problems), hands them to `Intake.event` / `Intake.reject`, and answers
+only after `Intake.commit` returned, i.e. after the records are fsync'd in the spool.
+Which protocol and site an event came from stays visible in `source`
+(`segment:<source name>`, `matomo:<idsite>`) and in `context.clm.protocol`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from clm.collect.enrich import enrich
+from clm.collect.loader import Loader
+from clm.collect.sessions import Sessions
+from clm.collect.spool import Spool
+from clm.errors import ConfigError
+from clm.warehouse.engine import Warehouse, now_utc
+
+log = logging.getLogger("clm.collect")
+
+
+@dataclass
+class CollectorConfig:
+    """The `serve.*` settings, resolved (see `clm.settings`)."""
+
+    spool_dir: Path
+    write_keys: dict[str, str] = field(default_factory=dict)  # key -> source name
+    matomo_sites: frozenset[str] = frozenset()
+    batch_size: int = 32
+    flush_interval: float = 1.0
+    session_timeout_minutes: int = 30
+    anonymize_ip: bool = True
+    bot_filter: bool = True
+
+    @classmethod
+    def from_settings(cls, config: dict[str, Any], root: Path) -> CollectorConfig:
+        keys: dict[str, str] = {}
+        for entry in config["serve.write_keys"]:
+            key, _, name = entry.partition("=")
+            if not key.strip():
+                raise ConfigError(
+                    f"setting `serve.write_keys`: {entry!r} has no key; "
+                    "write KEY=SOURCE, for example abc123=web"
+                )
+            keys[key.strip()] = name.strip() or "default"
+        for name in ("serve.anonymize_ip", "serve.bot_filter"):
+            if config[name] not in (0, 1):
+                raise ConfigError(
+                    f"setting `{name}`: {config[name]!r}; expected 1 (on) or 0 (off)"
+                )
+        return cls(
+            spool_dir=root / config["serve.spool_dir"],
+            write_keys=keys,
+            matomo_sites=frozenset(config["serve.matomo_sites"]),
+            batch_size=max(1, config["serve.batch_size"]),
+            flush_interval=max(10, config["serve.flush_interval_ms"]) / 1000,
+            session_timeout_minutes=config["serve.session_timeout_minutes"],
+            anonymize_ip=bool(config["serve.anonymize_ip"]),
+            bot_filter=bool(config["serve.bot_filter"]),
+        )
+
+
+def _default(value: Any) -> Any:
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+class Intake:
+    """Enrich, sessionise and spool records; run the loader beside the server."""
+
+    def __init__(self, config: CollectorConfig, wh: Warehouse | None) -> None:
+        self.config = config
+        self.wh = wh
+        self.sessions = Sessions(config.session_timeout_minutes)
+        self.spool = Spool(config.spool_dir, rotate_seconds=config.flush_interval)
+        self.loader: Loader | None = None
+        self.accepted = 0
+        self.rejected = 0
+
+    def start(self) -> None:
+        self.spool.start()
+        if self.wh is not None:
+            self.loader = Loader(
+                self.wh,
+                self.config.spool_dir,
+                batch_files=self.config.batch_size,
+                interval=self.config.flush_interval,
+                wake=self.spool.sealed,
+            )
+            self.loader.load_pending()  # what a previous run acknowledged comes first
+            self.loader.start()
+
+    def stop(self) -> None:
+        """Seal the spool, then load everything: a clean stop leaves no segment."""
+        self.spool.close()
+        if self.loader is not None:
+            self.loader.stop()
+            self.loader.load_pending()
+
+    # -- records ----------------------------------------------------------------------
+
+    def event(self, row: dict[str, Any], protocol: str, source: str) -> bytes:
+        """The spool record of an event row (enriched and sessionised)."""
+        row["source"] = source
+        enrich(row, anonymize=self.config.anonymize_ip)
+        clm = row["context"]["clm"]
+        clm["protocol"] = protocol
+        if not self.config.bot_filter:
+            clm.pop("bot", None)
+        self.sessions.assign(row)
+        row["k"] = "e"
+        row["properties"] = orjson.dumps(row["properties"], default=_default).decode()
+        row["context"] = orjson.dumps(row["context"], default=_default).decode()
+        self.accepted += 1
+        return orjson.dumps(row, default=str) + b"\n"
+
+    def reject(
+        self,
+        source: str,
+        field: str,
+        value: Any,
+        reason: str,
+        raw: Any,
+        received_at: datetime | None = None,
+    ) -> bytes:
+        """The spool record of a refused event; `raw` is the payload as sent."""
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "backslashreplace")
+        raw_text = (
+            raw if isinstance(raw, str) else orjson.dumps(raw, default=str).decode()
+        )
+        self.rejected += 1
+        return (
+            orjson.dumps(
+                {
+                    "k": "r",
+                    "source": source,
+                    "field": field,
+                    "value": None if value is None else str(value)[:1000],
+                    "reason": reason,
+                    "raw": raw_text[:100_000],
+                    "rejected_at": received_at or now_utc(),
+                }
+            )
+            + b"\n"
+        )
+
+    async def commit(self, data: bytes) -> None:
+        """Return once `data` is fsync'd; raises OSError when it could not be."""
+        if data:
+            await asyncio.wrap_future(self.spool.write(data))
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "fsyncs": self.spool.fsyncs,
+            "loader": self.loader.status() if self.loader else None,
+        }
