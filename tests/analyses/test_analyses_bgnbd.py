@@ -12,7 +12,7 @@ from scipy.special import beta as beta_fn
 from scipy.special import gamma as gamma_fn
 
 from clm.analyses.clv import BGNBD, fit_bgnbd, summary
-from clm.analyses.clv.bgnbd import _negative_ll
+from clm.analyses.clv.bgnbd import _negative_ll, _prepare
 
 PUBLISHED = BGNBD(r=0.243, alpha=4.414, a=0.793, b=2.426)
 
@@ -94,8 +94,12 @@ def test_analytic_gradient_matches_finite_differences(cdnow: pd.DataFrame) -> No
     t_x, t = cdnow["recency"].to_numpy(float), cdnow["T"].to_numpy(float)
     w = np.ones_like(x)
     theta = np.log([0.4, 6.0, 0.6, 3.0])
-    grad = _negative_ll(theta, x, t_x, t, w)[1]
-    numeric = approx_fprime(theta, lambda th: _negative_ll(th, x, t_x, t, w)[0], 1e-7)
+    data = _prepare(x, t_x, t, w)
+    value, grad = _negative_ll(theta, data)
+    # The factored objective equals the plain per-row sum of eq. (6).
+    plain = BGNBD(*np.exp(theta)).log_likelihood(x, t_x, t)
+    assert -value == pytest.approx(plain, rel=1e-12)
+    numeric = approx_fprime(theta, lambda th: _negative_ll(th, data)[0], 1e-7)
     np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-3)
 
 

@@ -171,3 +171,29 @@ def test_empty_transactions_give_an_empty_summary() -> None:
     got = summary(tx, observation_period_end="2020-01-01")
     assert len(got) == 0
     assert list(got.columns) == ["frequency", "recency", "T", "monetary_value"]
+
+
+def test_sparse_integer_ids_and_strings_give_the_same_summary() -> None:
+    stamps = pd.to_datetime(["2020-01-01", "2020-01-05", "2020-01-02", "2020-01-09"])
+    amounts = [1.0, 2.0, 3.0, 4.0]
+    numbers = pd.DataFrame(
+        {"customer_id": [10**12, 10**12, 3, 3], "timestamp": stamps, "amount": amounts}
+    )
+    words = numbers.assign(customer_id=["z", "z", "a", "a"])
+    by_number = summary(numbers, observation_period_end="2020-01-10", time_unit="D")
+    by_word = summary(words, observation_period_end="2020-01-10", time_unit="D")
+    assert list(by_number.index) == [3, 10**12]  # sorted ids
+    np.testing.assert_array_equal(by_number.to_numpy(), by_word.to_numpy())
+    assert by_number.loc[3].tolist() == [1.0, 7.0, 8.0, 4.0]
+
+
+def test_transactions_without_a_customer_are_refused_with_a_count() -> None:
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["a", None, None],
+            "timestamp": pd.to_datetime(["2020-01-01"] * 3),
+            "amount": [1.0, 2.0, 3.0],
+        }
+    )
+    with pytest.raises(ImportFormatError, match="2 transaction"):
+        summary(tx, observation_period_end="2020-01-10")

@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from clm.analyses.clv.fit import (
     FitResult,
     FloatArray,
     as_float_array,
-    compress,
     finite,
     maximize,
 )
@@ -82,27 +82,90 @@ def _log_terms(
     return ll, d
 
 
-def _negative_ll(
-    theta: FloatArray, x: FloatArray, t_x: FloatArray, t: FloatArray, w: FloatArray
-) -> tuple[float, FloatArray]:
-    """Weighted negative log-likelihood and its analytic gradient in log-parameters."""
+@dataclass(frozen=True)
+class _Prepared:
+    """Fit data factored for speed: the special functions of eq. (6) depend on x
+    alone and the logs on T or t_x alone, so they are evaluated once per distinct
+    value and only the cheap row terms run over every (compressed) row."""
+
+    xs: FloatArray  # distinct frequencies
+    w_x: FloatArray  # total weight per distinct frequency
+    ts: FloatArray  # distinct T
+    w_t: FloatArray  # total weight per distinct T
+    wx_t: FloatArray  # total weight × x per distinct T
+    # repeat rows (x > 0) only: the 'dropped out after t_x' branch
+    x: FloatArray
+    w: FloatArray
+    t_code: npt.NDArray[np.intp]
+    txs: FloatArray
+    tx_code: npt.NDArray[np.intp]
+
+
+def _f64(values: object) -> FloatArray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _prepare(x: FloatArray, t_x: FloatArray, t: FloatArray, w: FloatArray) -> _Prepared:
+    xs, x_code = np.unique(x, return_inverse=True)
+    ts, t_code = np.unique(t, return_inverse=True)
+    repeat = x > 0
+    txs, tx_code = np.unique(t_x[repeat], return_inverse=True)
+
+    # Identical repeat rows (x, t_x, T) fold into one row with their summed weight;
+    # rows without a repeat need no row term at all (their T sums carry them).
+    r_x, r_w, r_t = x[repeat], w[repeat], t_code[repeat]
+    if len(xs) * len(ts) * max(len(txs), 1) < 2**62:
+        key = (x_code[repeat] * len(ts) + r_t) * max(len(txs), 1) + tx_code
+        _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        r_w = _f64(np.bincount(inverse.reshape(-1), weights=r_w, minlength=len(first)))
+        r_x, r_t, tx_code = r_x[first], r_t[first], tx_code[first]
+    return _Prepared(
+        xs=xs,
+        w_x=_f64(np.bincount(x_code, weights=w, minlength=len(xs))),
+        ts=ts,
+        w_t=_f64(np.bincount(t_code, weights=w, minlength=len(ts))),
+        wx_t=_f64(np.bincount(t_code, weights=w * x, minlength=len(ts))),
+        x=r_x,
+        w=r_w,
+        t_code=r_t,
+        txs=txs,
+        tx_code=tx_code,
+    )
+
+
+def _negative_ll(theta: FloatArray, data: _Prepared) -> tuple[float, FloatArray]:
+    """Weighted negative log-likelihood (FHL eq. 6, as rearranged in `_log_terms`)
+    and its analytic gradient in log-parameters, on factored data."""
     r, alpha, a, b = np.exp(theta)
-    ll, d = _log_terms(theta, x, t_x, t)
-    share = 0.5 * (1.0 + np.tanh(0.5 * d))  # logistic(d) without overflow
-    log_ratio = np.log(alpha + t) - np.log(alpha + t_x)
+    xs, w_x = data.xs, data.w_x
+    log_at = np.log(alpha + data.ts)
+    n = w_x.sum()
 
-    # Derivatives of the rearranged eq. (6) term by term; `share` is the weight of
-    # the 'dropped out after the last purchase' branch.
-    d_r = digamma(r + x) - digamma(r) + np.log(alpha) - np.log(alpha + t)
-    d_r += share * log_ratio
-    d_alpha = r / alpha - (r + x) / (alpha + t)
-    d_alpha += share * (r + x) * (1.0 / (alpha + t) - 1.0 / (alpha + t_x))
-    d_a = digamma(a + b) - digamma(a + b + x) + share / a
-    d_b = digamma(b + x) + digamma(a + b) - digamma(b) - digamma(a + b + x)
-    d_b -= np.divide(share, b + x - 1, out=np.zeros_like(x), where=x > 0)
+    # Terms of x alone, then of T alone, weighted by their totals.
+    ll = w_x @ (gammaln(r + xs) + betaln(a, b + xs))
+    ll += n * (r * np.log(alpha) - gammaln(r) - betaln(a, b))
+    ll -= r * (data.w_t @ log_at) + data.wx_t @ log_at
 
-    grad = np.array([w @ d_r * r, w @ d_alpha * alpha, w @ d_a * a, w @ d_b * b])
-    return -float(w @ ll), -grad
+    # The drop-out branch of repeat buyers, row by row: d is its log-odds.
+    x, w = data.x, data.w
+    at_rows = log_at[data.t_code]
+    log_ratio = at_rows - np.log(alpha + data.txs)[data.tx_code]
+    d = np.log(a) - np.log(b + x - 1) + (r + x) * log_ratio
+    ll += w @ (np.maximum(d, 0.0) + np.log1p(np.exp(-np.abs(d))))  # log(1 + e^d)
+    share = w * (0.5 * (1.0 + np.tanh(0.5 * d)))  # weight × logistic(d)
+
+    # Derivatives, term by term.
+    d_r = w_x @ digamma(r + xs) + n * (np.log(alpha) - digamma(r))
+    d_r += -(data.w_t @ log_at) + share @ log_ratio
+    inv_at = 1.0 / (alpha + data.ts)
+    d_alpha = n * r / alpha - (r * (data.w_t @ inv_at) + data.wx_t @ inv_at)
+    inv_tx = 1.0 / (alpha + data.txs)[data.tx_code]
+    d_alpha += share @ ((r + x) * (inv_at[data.t_code] - inv_tx))
+    d_a = w_x @ (digamma(a + b) - digamma(a + b + xs)) + share.sum() / a
+    d_b = w_x @ (digamma(b + xs) - digamma(a + b + xs))
+    d_b += n * (digamma(a + b) - digamma(b)) - share @ (1.0 / (b + x - 1))
+    grad = np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
+    return -float(ll), -grad
 
 
 @dataclass(frozen=True)
@@ -181,15 +244,17 @@ def fit_bgnbd(
     the fit converged; with `strict` a failed fit raises `ConvergenceError`.
     """
     x, t_x, t = check_rft(frequency, recency, T)
-    w = None if weights is None else as_float_array(weights, "weights")
-    x, t_x, t, w = compress(x, t_x, t, weights=w)
+    w = np.ones(len(x)) if weights is None else as_float_array(weights, "weights")
+    if len(w) != len(x):
+        raise ValueError(f"weights: {len(w)} values for {len(x)} customers.")
     notes = degenerate_notes(x, t, w)
     if t.size == 0:
         raise ValueError("frequency: no customers to fit; the summary is empty.")
     # Scale time so that alpha starts near the data's order of magnitude.
     alpha0 = max(float(np.average(t, weights=w)), 1e-3)
+    data = _prepare(x, t_x, t, w)
     found = maximize(
-        lambda theta: _negative_ll(theta, x, t_x, t, w),
+        lambda theta: _negative_ll(theta, data),
         (start[0], alpha0 * start[1], start[2], start[3]),
         NAMES,
         model="BG/NBD",

@@ -50,6 +50,23 @@ def _day_numbers(timestamps: pd.Series) -> np.ndarray:
     return values.to_numpy().astype("datetime64[D]").astype(np.int64)
 
 
+def _customer_codes(ids: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes 0..n-1 in sorted customer order, and the customers (codes < 0: no id)."""
+    values = ids.to_numpy()
+    # Dense integer ids (the usual warehouse keys) need no hashing: a presence
+    # table over their range gives sorted codes in two linear passes.
+    if values.dtype.kind in "iu" and len(values):
+        low, high = int(values.min()), int(values.max())
+        if high - low <= 4 * len(values) + 1024:
+            offset = (values - low).astype(np.int64)
+            seen = np.bincount(offset, minlength=high - low + 1) > 0
+            rank = np.cumsum(seen) - 1
+            customers = pd.Index(np.flatnonzero(seen) + low, dtype=values.dtype)
+            return rank[offset], customers
+    codes, uniques = pd.factorize(ids, sort=True)
+    return codes, pd.Index(uniques)
+
+
 def _day_number(moment: object, name: str) -> int:
     stamp = pd.Timestamp(moment)  # type: ignore[arg-type]
     if stamp is pd.NaT:
@@ -99,7 +116,7 @@ def summary(
         )
 
     # Integer codes for customers and days; rows after the observation end go.
-    codes, customers = pd.factorize(transactions["customer_id"], sort=True)
+    codes, customers = _customer_codes(transactions["customer_id"])
     days = _day_numbers(transactions["timestamp"])
     amounts = transactions["amount"].to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isnan(amounts).any():
@@ -107,21 +124,17 @@ def summary(
             f"amount: {int(np.isnan(amounts).sum())} missing value(s); give every "
             "transaction an amount (0 where there was none)."
         )
-    keep = (days <= end) & (codes >= 0)
-    codes, days, amounts = codes[keep].astype(np.int64), days[keep], amounts[keep]
+    if (codes < 0).any():
+        raise ImportFormatError(
+            f"customer_id: {int((codes < 0).sum())} transaction(s) have no customer "
+            "id; drop them (or resolve them to a customer) before the summary."
+        )
+    keep = days <= end
+    codes = codes.astype(np.int64)
+    if not keep.all():  # copying a million rows costs more than this check
+        codes, days, amounts = codes[keep], days[keep], amounts[keep]
 
-    # One sort by (customer, day); equal neighbours are the same customer-day, so one
-    # reduceat sums same-day purchases into one transaction.
-    first_day = days.min() if len(days) else 0
-    span = int(days.max() - first_day + 1) if len(days) else 1
-    key = codes * span + (days - first_day)
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    starts = np.flatnonzero(np.r_[len(key) > 0, key[1:] != key[:-1]])
-    day_code = key[starts] // span
-    day = key[starts] % span + first_day
-    day_amount = np.add.reduceat(amounts[order], starts) if len(starts) else amounts[:0]
-    return _per_customer(day_code, day, day_amount, customers, cal_end, end, unit)
+    return _per_customer(codes, days, amounts, customers, cal_end, end, unit)
 
 
 def _per_customer(
@@ -133,24 +146,37 @@ def _per_customer(
     end: int,
     unit: float,
 ) -> pd.DataFrame:
-    """Reduce sorted customer-days to one row per customer."""
+    """Reduce transactions (customer code, day number, amount) to one row each.
+
+    Only counting distinct purchase days needs a sort (of one int64 key); amounts
+    and first/last days come from scatter reductions (bincount, minimum.at), which
+    touch each row once and are several times faster than a sort with gathers.
+    """
     n = len(customers)
     in_cal = day <= cal_end
+    if in_cal.all():
+        c_code, c_day, c_amount = code, day, amount
+    else:
+        c_code, c_day, c_amount = code[in_cal], day[in_cal], amount[in_cal]
 
-    # Calibration: first and last day and counts per customer; code is sorted.
-    c_code, c_day, c_amount = code[in_cal], day[in_cal], amount[in_cal]
-    counts = np.bincount(c_code, minlength=n)
-    present = counts > 0
-    bounds = np.cumsum(counts)
-    first = np.zeros(n, dtype=np.int64)
-    last = np.zeros(n, dtype=np.int64)
-    first[present] = c_day[bounds[present] - counts[present]]
-    last[present] = c_day[bounds[present] - 1]
+    # First and last purchase day per customer in the calibration period.
+    never = np.iinfo(np.int64).max
+    first = np.full(n, never, dtype=np.int64)
+    np.minimum.at(first, c_code, c_day)
+    last = np.full(n, -never, dtype=np.int64)
+    np.maximum.at(last, c_code, c_day)
+    present = first != never
+    first[~present], last[~present] = 0, 0
+
+    # Distinct purchase days; the first day's amount (all its purchases summed)
+    # leaves the mean, as the first purchase is not a repeat.
+    days_bought = _distinct_days(c_code, c_day, n)
     total = np.bincount(c_code, weights=c_amount, minlength=n)
-    first_amount = np.zeros(n)
-    first_amount[present] = c_amount[bounds[present] - counts[present]]
-
-    frequency = np.maximum(counts - 1, 0)
+    on_first = c_day == first[c_code]
+    first_amount = np.bincount(
+        c_code[on_first], weights=c_amount[on_first], minlength=n
+    )
+    frequency = np.maximum(days_bought - 1, 0)
     repeat_total = total - first_amount
     monetary = np.divide(repeat_total, frequency, out=np.zeros(n), where=frequency > 0)
     out = pd.DataFrame(
@@ -164,12 +190,24 @@ def _per_customer(
     )
 
     if cal_end < end:
-        h_code, h_amount = code[~in_cal], amount[~in_cal]
-        h_counts = np.bincount(h_code, minlength=n)
+        h_code, h_day, h_amount = code[~in_cal], day[~in_cal], amount[~in_cal]
+        h_days = _distinct_days(h_code, h_day, n)
         h_total = np.bincount(h_code, weights=h_amount, minlength=n)
-        out["frequency_holdout"] = h_counts.astype(np.float64)
+        out["frequency_holdout"] = h_days.astype(np.float64)
         out["monetary_value_holdout"] = np.divide(
-            h_total, h_counts, out=np.zeros(n), where=h_counts > 0
+            h_total, h_days, out=np.zeros(n), where=h_days > 0
         )
         out["duration_holdout"] = (end - cal_end) / unit
     return out[present]
+
+
+def _distinct_days(code: np.ndarray, day: np.ndarray, n: int) -> np.ndarray:
+    """Number of distinct purchase days per customer code: one sort of code × span +
+    day; a key that differs from its predecessor starts a new customer-day."""
+    if len(code) == 0:
+        return np.zeros(n, dtype=np.int64)
+    low = int(day.min())
+    span = int(day.max()) - low + 1
+    key = np.sort(code * span + (day - low))
+    new_day = np.r_[True, key[1:] != key[:-1]]
+    return np.bincount(key[new_day] // span, minlength=n)
