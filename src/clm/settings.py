@@ -98,9 +98,35 @@ SETTINGS: tuple[Setting, ...] = (
         1,
         "1: flag bot and crawler events (context.clm.bot) so metrics skip them; 0: off",
     ),
+    # -- identity resolution (docs/identity.md) ----------------------------------------
+    Setting(
+        "identity.cap",
+        int,
+        5,
+        "An identifier linked to more user ids than this is quarantined, not merged",
+    ),
+    Setting(
+        "identity.conflicts",
+        str,
+        "block",
+        "Links joining two customers that each have a user id: block (record) or merge",
+    ),
+    Setting(
+        "identity.salt",
+        str,
+        "",
+        "Salt of email/phone hashes; empty: generated per workspace, kept in clm_meta",
+    ),
+    Setting(
+        "identity.custom_ids",
+        list,
+        ["crm_id"],
+        "Trait names whose values are identifiers (custom ids from a CRM or shop)",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 LANGUAGES = ("en", "de")
+CONFLICT_POLICIES = ("block", "merge")
 
 
 def resolve(values: dict[str, Any]) -> dict[str, Any]:
@@ -150,6 +176,11 @@ def _coerce(s: Setting, value: Any) -> Any:
                 f"setting `timezone`: {value!r} is not an IANA time zone "
                 "(for example Europe/Berlin or UTC)"
             ) from None
+    if s.name == "identity.conflicts" and value not in CONFLICT_POLICIES:
+        raise ConfigError(
+            f"setting `identity.conflicts`: {value!r}; expected one of "
+            f"{', '.join(CONFLICT_POLICIES)}"
+        )
     if s.name == "language" and value not in LANGUAGES:
         raise ConfigError(f"setting `language`: {value!r}; expected one of en, de")
     return value
@@ -165,3 +196,13 @@ def markdown_table() -> str:
             f"| `{s.name}` | {s.type.__name__} | `{s.default}` | `{s.env}` | {s.help} |"
         )
     return "\n".join(rows) + "\n"
+
+
+DOC_HEADER = (
+    "# Settings\n\nEvery key of `clm.yaml`, generated from `clm.settings.SETTINGS` by "
+    "`python -m clm.settings > docs/settings.md` (a test fails when this page and the "
+    "table disagree). An environment variable overrides the file.\n\n"
+)
+
+if __name__ == "__main__":
+    print(DOC_HEADER + markdown_table(), end="")
