@@ -129,6 +129,9 @@ def map_message(
         properties = traits
     elif kind == "group":
         properties = {**properties, "groupId": _str(msg, "groupId"), "traits": traits}
+    elif kind in ("page", "screen") and msg.get("category") is not None:
+        # The spec's top-level page/screen `category` has no column; keep it.
+        properties = {"category": _str(msg, "category"), **properties}
     elif kind == "alias":
         properties = {**properties, "previousId": _str(msg, "previousId")}
 
