@@ -1,37 +1,422 @@
-"""Which customer an event belongs to: the seam that identity resolution fills.
+"""Which customer an event belongs to: identity resolution and its seam.
 
-Until the identity graph lands (issue 4), a customer is its user id, and an anonymous id
-that was ever seen together with a user id belongs to that user (the smallest one, so the
-answer does not depend on arrival order). Anonymous ids never seen with a user id are
-customers of their own, prefixed `anon:` so they cannot collide with a user id. Events
-from before a sign-up therefore count for the person who signed up.
-Shortcoming: no email/phone/custom identifiers, no alias calls, no merge log; issue 4
-replaces this module's body, and every caller keeps using `customer_events`.
+`customer_events(wh)` is what every later stage reads: the events table with a
+`customer_id`. It joins each event's attributing key (its user id, else its anonymous
+id; see `identifiers.event_key_sql`) to the `customers` mapping that `resolve` keeps.
+Events not resolved yet fall back to the user id, else `anon:` + the anonymous id, so
+a warehouse that never ran resolution reads as before.
+
+`resolve(wh)` runs incrementally: it extracts identifiers and links only from import
+batches (events grouped by `import_id`) whose row count changed since the last run, then
+recomputes the components of the customers those identifiers touch, with the passes of
+`graph.py`. Re-reading a batch is harmless because extraction is idempotent; events
+without an import id form one batch that is re-read whenever it grows.
+Shortcoming: resolution runs on DuckDB only (raw SQL); on Spark `customer_events`
+reads the mapping written by a DuckDB run, or falls back as above.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
 import ibis
 import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
 
+from clm.errors import ConfigError
+from clm.identity import graph
+from clm.identity.identifiers import (
+    ANON,
+    LIST_MACRO,
+    PLACEHOLDERS,
+    extract_sql,
+)
+from clm.progress import SILENT, Progress
+from clm.receipts import Receipt
+from clm.settings import CONFLICT_POLICIES
 from clm.warehouse.engine import Warehouse
 
-ANON_PREFIX = "anon:"
+log = logging.getLogger("clm.identity")
+
+ANON_PREFIX = ANON
+SALT_KEY = "identity_salt"
+_KEY_TO_CID = (
+    "CASE WHEN starts_with({0}, 'user:') THEN {0}[6:] ELSE {0} END"  # customer_id_of
+)
+_CID_TO_KEY = (
+    "CASE WHEN regexp_matches({0}, '^(anon|email|phone|custom):') THEN {0} "
+    "ELSE 'user:' || {0} END"
+)
+
+
+# -- the seam ------------------------------------------------------------------------
+
+
+def _valid(col: ir.StringValue) -> ir.BooleanValue:
+    return col.notnull() & ~col.strip().lower().isin(list(PLACEHOLDERS))
 
 
 def customer_events(wh: Warehouse) -> ir.Table:
-    """`events` with a `customer_id` column; events with no identifier at all are left out."""
+    """`events` with a `customer_id` column; events with no identifier are left out."""
     ev = wh.table("events")
-    links = (
-        ev.filter(ev.user_id.notnull() & ev.anonymous_id.notnull())
-        .group_by(link_anon=ev.anonymous_id)
-        .aggregate(linked_user=ev.user_id.min())
+    user_ok, anon_ok = _valid(ev.user_id), _valid(ev.anonymous_id)
+    key = ibis.cases(
+        (user_ok, "user:" + ev.user_id.strip()),
+        (anon_ok, ANON + ev.anonymous_id.strip()),
+        else_=ibis.null("string"),
     )
-    joined = ev.left_join(links, ev.anonymous_id == links.link_anon)
-    customer = ibis.coalesce(
-        joined.user_id,
-        joined.linked_user,
-        ibis.literal(ANON_PREFIX) + joined.anonymous_id,
+    fallback = ibis.cases(
+        (user_ok, ev.user_id.strip()),
+        (anon_ok, ANON + ev.anonymous_id.strip()),
+        else_=ibis.null("string"),
     )
-    out = joined.mutate(customer_id=customer).drop("link_anon", "linked_user")
+    ev = ev.mutate(_clm_key=key, _clm_fallback=fallback)
+    cust = wh.table("customers").select(
+        _clm_ident=lambda t: t.identifier, _clm_cid=lambda t: t.customer_id
+    )
+    joined = ev.left_join(cust, ev._clm_key == cust._clm_ident)
+    out = joined.mutate(
+        customer_id=ibis.coalesce(joined._clm_cid, joined._clm_fallback)
+    ).drop("_clm_key", "_clm_fallback", "_clm_ident", "_clm_cid")
     return out.filter(out.customer_id.notnull())
+
+
+# -- resolution ----------------------------------------------------------------------
+
+
+def _db(wh: Warehouse) -> Any:
+    """The DuckDB connection under Ibis: the graph work moves arrow in and out."""
+    if wh.capabilities.name != "duckdb":
+        raise ConfigError(
+            f"identity resolution runs on DuckDB; this warehouse is "
+            f"{wh.capabilities.name!r}: resolve in the DuckDB file, then read it here"
+        )
+    return wh.con.con
+
+
+def workspace_salt(wh: Warehouse, configured: str = "") -> str:
+    """The configured salt, else the warehouse's own (made once; never printed)."""
+    if configured:
+        return configured
+    salt = wh.meta(SALT_KEY)
+    if not salt:
+        salt = secrets.token_hex(16)
+        wh.set_meta(SALT_KEY, salt)
+    return salt
+
+
+def resolve(
+    wh: Warehouse,
+    *,
+    cap: int = 5,
+    conflicts: str = "block",
+    salt: str = "",
+    custom_ids: Sequence[str] = ("crm_id",),
+    full: bool = False,
+    extra_names: Sequence[str] = (),
+    only_customers: Sequence[str] = (),
+    progress: Progress = SILENT,
+) -> Receipt:
+    """Resolve new events into customers; `full` re-reads every event.
+
+    `only_customers` recomputes those customers' components without reading events
+    (after a split or a block); `extra_names` are customer ids that may name a
+    component again although no identifier carries them now (a split's merged ids).
+    """
+    if conflicts not in CONFLICT_POLICIES:
+        raise ConfigError(
+            f"identity conflict policy {conflicts!r}; expected one of "
+            f"{', '.join(CONFLICT_POLICIES)} (setting `identity.conflicts`)"
+        )
+    if cap < 1:
+        raise ConfigError(
+            f"identity cap {cap}: must be at least 1 (setting `identity.cap`)"
+        )
+    receipt = Receipt("resolve_identities", source="full" if full else "incremental")
+    run_id = receipt.receipt_id
+    salt = workspace_salt(wh, salt)
+    con = _db(wh)
+    con.execute(LIST_MACRO)
+    progress.start("resolving identities", total=4)
+    try:
+        with receipt.timed("extract"):
+            scanned = _extract(wh, salt, custom_ids, full, bool(only_customers))
+            receipt.counts["events_scanned"] = scanned
+            progress.advance()
+        with receipt.timed("subgraph"):
+            n = _subgraph(wh, full, only_customers)
+            receipt.counts["identifiers_resolved"] = n
+            progress.advance()
+        with receipt.timed("components"):
+            stats = _components(wh, n, cap, conflicts, extra_names, run_id)
+            receipt.counts.update(stats)
+            progress.advance()
+        with receipt.timed("store"):
+            _store(wh, run_id)
+            progress.advance()
+    finally:
+        for t in ("_id_src", "_id_rows", "_id_newkeys", "_id_newedges", "_id_nodes"):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        for t in ("_id_changed", "_id_edges", "_id_assign", "_id_chosen"):
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        progress.done()
+    log.info("identity resolution: %s", receipt.counts)
+    return receipt
+
+
+def _extract(
+    wh: Warehouse, salt: str, custom_ids: Sequence[str], full: bool, none: bool
+) -> int:
+    """Read changed batches into `_id_newkeys` and `_id_newedges`; store the edges."""
+    con = _db(wh)
+    batches = "SELECT import_id, count(*) AS events FROM events GROUP BY 1"
+    if none:
+        changed = f"SELECT * FROM ({batches}) WHERE false"
+    elif full:
+        changed = batches
+    else:
+        changed = f"""SELECT * FROM ({batches}) c WHERE NOT EXISTS (
+            SELECT 1 FROM identity_batches b WHERE b.events = c.events
+            AND b.import_id IS NOT DISTINCT FROM c.import_id)"""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _id_changed AS {changed}")
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _id_src AS SELECT e.event_id, e.type,
+        e.timestamp, e.user_id, e.anonymous_id, e.properties, e.context
+        FROM events e SEMI JOIN _id_changed c
+        ON e.import_id IS NOT DISTINCT FROM c.import_id"""
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _id_rows AS "
+        + extract_sql("_id_src", salt, custom_ids)
+    )
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _id_newkeys AS
+        SELECT key, min(timestamp) AS first_seen, max(timestamp) AS last_seen
+        FROM (SELECT unnest(ids) AS key, timestamp FROM _id_rows) GROUP BY key"""
+    )
+    # A star per event (first key to each other key) connects the same components as
+    # all pairs would, with len-1 edges instead of len*(len-1)/2.
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _id_newedges AS
+        SELECT least(hub, other) AS a, greatest(hub, other) AS b,
+               arg_min(event_id, (timestamp, event_id)) AS event_id,
+               min(timestamp) AS at, arg_min(reason, (timestamp, event_id)) AS reason
+        FROM (SELECT ids[1] AS hub, unnest(ids[2:]) AS other, event_id, timestamp,
+                     reason FROM _id_rows WHERE len(ids) > 1)
+        GROUP BY ALL"""
+    )
+    # Keep, per pair, the earliest event that linked it (old or new).
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _id_edges AS
+        SELECT n.* FROM _id_newedges n WHERE NOT EXISTS (
+          SELECT 1 FROM identities i WHERE i.a = n.a AND i.b = n.b
+          AND (i.at < n.at OR (i.at = n.at AND i.event_id <= n.event_id)))"""
+    )
+    con.execute(
+        """DELETE FROM identities i USING _id_edges n
+        WHERE i.a = n.a AND i.b = n.b"""
+    )
+    con.execute("INSERT INTO identities BY NAME SELECT * FROM _id_edges")
+    scanned = con.execute("SELECT count(*) FROM _id_src").fetchone()[0]
+    return int(scanned)
+
+
+def _subgraph(wh: Warehouse, full: bool, only: Sequence[str]) -> int:
+    """Nodes to recompute, numbered by key: whole customers touched plus new keys."""
+    con = _db(wh)
+    if full:
+        touched = "SELECT customer_id FROM customers"
+    else:
+        con.register(
+            "_id_only", pa.table({"customer_id": pa.array(list(only), pa.string())})
+        )
+        touched = """SELECT c.customer_id FROM customers c
+            SEMI JOIN _id_newkeys k ON c.identifier = k.key
+            UNION SELECT customer_id FROM _id_only"""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _id_nodes AS
+        WITH t AS ({touched}),
+        old AS (SELECT c.* FROM customers c
+          SEMI JOIN t ON c.customer_id = t.customer_id),
+        merged AS (
+          SELECT coalesce(o.identifier, k.key) AS key, o.customer_id AS old_cid,
+            least(o.first_seen, k.first_seen) AS first_seen,
+            greatest(o.last_seen, k.last_seen) AS last_seen
+          FROM old o FULL JOIN _id_newkeys k ON o.identifier = k.key)
+        SELECT *, split_part(key, ':', 1) AS kind,
+          (row_number() OVER (ORDER BY key) - 1)::BIGINT AS i FROM merged"""
+    )
+    if not full:
+        con.unregister("_id_only")
+    return int(con.execute("SELECT count(*) FROM _id_nodes").fetchone()[0])
+
+
+def _components(
+    wh: Warehouse,
+    n: int,
+    cap: int,
+    policy: str,
+    extra_names: Sequence[str],
+    run_id: str,
+) -> dict[str, int]:
+    """The graph passes on the subgraph; writes `_id_assign` (i, label, status)."""
+    con = _db(wh)
+    nodes = con.execute(
+        f"""SELECT i, kind = 'user' AS is_user,
+          coalesce(epoch_us(first_seen), 0) AS fs,
+          key IN (SELECT {_CID_TO_KEY.format("old_cid")} FROM _id_nodes
+                  WHERE old_cid IS NOT NULL
+                  UNION ALL SELECT unnest($names::VARCHAR[])) AS is_named,
+          key IN (SELECT a FROM identity_blocks WHERE kind = 'identifier') AS blocked
+        FROM _id_nodes ORDER BY i""",
+        {"names": list(extra_names)},
+    ).to_arrow_table()
+    # Quarantine counts distinct user ids over ALL stored links, not just this subgraph.
+    q = con.execute(
+        f"""SELECT n.i, count(DISTINCT l.other) AS users FROM _id_nodes n
+        JOIN (SELECT a AS x, b AS other FROM identities UNION ALL
+              SELECT b, a FROM identities) l ON l.x = n.key
+        WHERE n.kind <> 'user' AND starts_with(l.other, 'user:')
+        GROUP BY n.i HAVING count(DISTINCT l.other) > {int(cap)}"""
+    ).to_arrow_table()
+    edges = con.execute(
+        """SELECT na.i AS s, nb.i AS d, e.event_id, e.at, e.reason,
+          (row_number() OVER (ORDER BY e.at, e.event_id) - 1)::BIGINT AS rank
+        FROM identities e JOIN _id_nodes na ON e.a = na.key
+        JOIN _id_nodes nb ON e.b = nb.key
+        WHERE NOT EXISTS (SELECT 1 FROM identity_blocks x WHERE x.kind = 'edge'
+          AND x.a = e.a AND x.b = e.b)
+        ORDER BY rank"""
+    ).to_arrow_table()
+
+    is_user = nodes["is_user"].to_numpy(zero_copy_only=False).astype(bool)
+    is_named = nodes["is_named"].to_numpy(zero_copy_only=False).astype(bool)
+    blocked = nodes["blocked"].to_numpy(zero_copy_only=False).astype(bool)
+    fs = nodes["fs"].to_numpy(zero_copy_only=False).astype(np.int64)
+    quarantined = np.zeros(n, dtype=bool)
+    quarantined[q["i"].to_numpy().astype(np.int64)] = True
+    src = edges["s"].to_numpy().astype(np.int64)
+    dst = edges["d"].to_numpy().astype(np.int64)
+    rank = edges["rank"].to_numpy().astype(np.int64)
+
+    # Quarantined and blocked identifiers link nothing: drop their edges.
+    cut = quarantined | blocked
+    keep = ~(cut[src] | cut[dst])
+    labels = graph.components(n, src[keep], dst[keep])
+    conflict_idx = np.zeros(0, dtype=np.int64)
+    if policy == "block":
+        split = graph.split_conflicts(labels, src[keep], dst[keep], rank[keep], is_user)
+        labels = split.labels
+        conflict_idx = np.flatnonzero(keep)[split.conflict_edges]
+    chosen = graph.survivors(labels, is_user, is_named, fs)
+
+    status = np.where(
+        blocked, "blocked", np.where(quarantined, "quarantined", "linked")
+    )
+    con.register(
+        "_id_assign_arrow",
+        pa.table(
+            {
+                "i": np.arange(n, dtype=np.int64),
+                "label": labels,
+                "chosen": chosen[labels] if n else labels,
+                "status": status,
+            }
+        ),
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _id_assign AS
+        SELECT a.i, a.label, a.status,
+          {_KEY_TO_CID.format("c.key")} AS customer_id
+        FROM _id_assign_arrow a JOIN _id_nodes c ON c.i = a.chosen"""
+    )
+    con.unregister("_id_assign_arrow")
+
+    merges = _log_merges(wh, run_id)
+    conflicts = _log_conflicts(wh, edges, conflict_idx, q, cap)
+    return {
+        "customers": len(np.unique(labels)) if n else 0,
+        "merges": merges,
+        "conflicts": conflicts,
+        "quarantined": int(quarantined.sum()),
+    }
+
+
+def _log_merges(wh: Warehouse, run_id: str) -> int:
+    """Old customer ids that no component carries any more point to their survivor."""
+    con = _db(wh)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE _id_chosen AS
+        SELECT DISTINCT n.old_cid, a.customer_id, a.label FROM _id_nodes n
+        JOIN _id_assign a ON a.i = n.i WHERE n.old_cid IS NOT NULL
+        AND n.old_cid <> a.customer_id
+        AND n.old_cid NOT IN (SELECT customer_id FROM _id_assign)"""
+    )
+    # The cause: the earliest link stored in this run inside the survivor's component.
+    con.execute(
+        f"""INSERT INTO merge_log BY NAME
+        SELECT m.old_cid AS merged_id, m.customer_id AS into_id,
+          coalesce(c.reason, 'split') AS reason, c.event_id, c.at,
+          now()::TIMESTAMP AS logged_at, '{run_id}' AS run_id
+        FROM (SELECT DISTINCT old_cid, customer_id, label FROM _id_chosen) m
+        LEFT JOIN (
+          SELECT a.label, arg_min(e.reason, (e.at, e.event_id)) AS reason,
+            arg_min(e.event_id, (e.at, e.event_id)) AS event_id, min(e.at) AS at
+          FROM _id_edges e JOIN _id_nodes n ON n.key = e.a
+          JOIN _id_assign a ON a.i = n.i GROUP BY a.label) c ON c.label = m.label"""
+    )
+    return int(
+        con.execute("SELECT count(DISTINCT old_cid) FROM _id_chosen").fetchone()[0]
+    )
+
+
+def _log_conflicts(
+    wh: Warehouse, edges: pa.Table, idx: Any, quarantined: pa.Table, cap: int
+) -> int:
+    """Links not made: record each once (a later run does not repeat it)."""
+    con = _db(wh)
+    rows = edges.take(pa.array(idx, pa.int64())).select(["s", "d", "event_id", "at"])
+    con.register("_id_conf_arrow", rows)
+    con.register("_id_q_arrow", quarantined)
+    con.execute(
+        f"""INSERT INTO identity_conflicts BY NAME
+        SELECT 'two_user_ids' AS kind, na.key AS a, nb.key AS b,
+          xa.customer_id AS customer_a, xb.customer_id AS customer_b, c.event_id,
+          c.at, 'the link would join two customers who each have a user id'
+            AS detail, now()::TIMESTAMP AS logged_at
+        FROM _id_conf_arrow c JOIN _id_nodes na ON na.i = c.s
+        JOIN _id_nodes nb ON nb.i = c.d JOIN _id_assign xa ON xa.i = c.s
+        JOIN _id_assign xb ON xb.i = c.d
+        WHERE NOT EXISTS (SELECT 1 FROM identity_conflicts k
+          WHERE k.kind = 'two_user_ids' AND k.a = na.key AND k.b = nb.key)
+        UNION ALL
+        SELECT 'quarantine', n.key, NULL, NULL, NULL, NULL, NULL,
+          'linked to ' || q.users || ' user ids, more than the cap of {int(cap)}',
+          now()::TIMESTAMP
+        FROM _id_q_arrow q JOIN _id_nodes n ON n.i = q.i
+        WHERE NOT EXISTS (SELECT 1 FROM identity_conflicts k
+          WHERE k.kind = 'quarantine' AND k.a = n.key)"""
+    )
+    con.unregister("_id_conf_arrow")
+    con.unregister("_id_q_arrow")
+    return len(rows)
+
+
+def _store(wh: Warehouse, run_id: str) -> None:
+    """Replace the subgraph's rows of `customers`; remember which batches were read."""
+    con = _db(wh)
+    con.execute("DELETE FROM customers c USING _id_nodes n WHERE c.identifier = n.key")
+    con.execute(
+        """INSERT INTO customers BY NAME
+        SELECT n.key AS identifier, n.kind, a.customer_id, n.first_seen, n.last_seen,
+          a.status FROM _id_nodes n JOIN _id_assign a ON a.i = n.i"""
+    )
+    con.execute(
+        """DELETE FROM identity_batches b USING _id_changed c
+        WHERE b.import_id IS NOT DISTINCT FROM c.import_id"""
+    )
+    con.execute("INSERT INTO identity_batches BY NAME SELECT * FROM _id_changed")

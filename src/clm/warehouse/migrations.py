@@ -16,7 +16,23 @@ if TYPE_CHECKING:
     from clm.warehouse.engine import Warehouse
 
 # STEPS[n] upgrades a warehouse at version n to n + 1. Version 1 is the first release.
-STEPS: dict[int, Callable[[Warehouse], None]] = {}
+
+
+def _identity_tables(wh: Warehouse) -> None:
+    """1 -> 2: the identity graph, customers, merge log, profiles and erasures.
+
+    `ensure_schema` creates missing tables before migrating, so this only makes sure
+    they exist for a caller that migrates a connection directly.
+    """
+    from clm.warehouse.schema import IDENTITY_TABLES, TABLES
+
+    existing = set(wh.con.list_tables())
+    for name in IDENTITY_TABLES:
+        if name not in existing:
+            wh.con.create_table(name, schema=TABLES[name])
+
+
+STEPS: dict[int, Callable[[Warehouse], None]] = {1: _identity_tables}
 
 
 def migrate(wh: Warehouse) -> None:

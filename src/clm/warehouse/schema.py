@@ -12,7 +12,7 @@ import ibis
 import ibis.expr.schema as sch
 
 # Bump together with a migration step in `warehouse.migrations.STEPS`.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 EVENTS = ibis.schema(
     {
@@ -116,6 +116,93 @@ RECEIPTS = ibis.schema(
 
 META = ibis.schema({"key": "string", "value": "string"})
 
+# -- identity (schema version 2): the single customer view, see docs/identity.md -----
+
+IDENTITIES = ibis.schema(
+    {
+        "a": "string",  # identifier key `kind:value`, the smaller of the pair
+        "b": "string",
+        "event_id": "string",  # the earliest event that carried both
+        "at": "timestamp",  # that event's time
+        "reason": "string",  # identify, alias or event
+    }
+)
+
+CUSTOMERS = ibis.schema(
+    {
+        "identifier": "string",  # identifier key `kind:value`
+        "kind": "string",  # user, anon, email, phone, custom
+        "customer_id": "string",
+        "first_seen": "timestamp",
+        "last_seen": "timestamp",
+        "status": "string",  # linked, quarantined, blocked
+    }
+)
+
+MERGE_LOG = ibis.schema(
+    {
+        "merged_id": "string",  # the customer id that stopped existing (or was split)
+        "into_id": "string",  # the survivor it now points to
+        "reason": "string",  # identify, alias, event, split
+        "event_id": "string",  # the event whose link caused it
+        "at": "timestamp",  # that event's time
+        "logged_at": "timestamp",
+        "run_id": "string",
+    }
+)
+
+IDENTITY_CONFLICTS = ibis.schema(
+    {
+        "kind": "string",  # two_user_ids or quarantine
+        "a": "string",  # identifier keys of the link not made
+        "b": "string",
+        "customer_a": "string",
+        "customer_b": "string",
+        "event_id": "string",
+        "at": "timestamp",
+        "detail": "string",
+        "logged_at": "timestamp",
+    }
+)
+
+IDENTITY_BLOCKS = ibis.schema(
+    {
+        "kind": "string",  # identifier or edge
+        "a": "string",
+        "b": "string",  # NULL for an identifier block
+        "reason": "string",
+        "at": "timestamp",
+    }
+)
+
+IDENTITY_BATCHES = ibis.schema({"import_id": "string", "events": "int64"})
+
+PROFILES = ibis.schema(
+    {
+        "customer_id": "string",
+        "traits": "string",  # JSON object: trait -> latest non-null value by event time
+        "trait_times": "string",  # JSON object: trait -> event time that set it
+        "first_seen": "timestamp",
+        "last_seen": "timestamp",
+        "first_channel": "string",
+        "first_campaign": "string",
+        "last_channel": "string",
+        "last_campaign": "string",
+        "orders": "int64",
+        "revenue": "float64",
+        "stages": "string",  # JSON object: model -> current stage
+        "updated_at": "timestamp",
+    }
+)
+
+ERASURES = ibis.schema(
+    {
+        "erasure_id": "string",  # random; nothing about the person is kept
+        "at": "timestamp",
+        "rows": "string",  # JSON object: table -> rows deleted
+    }
+)
+
 TABLES: dict[str, sch.Schema] = {
     "events": EVENTS,
     "stage_history": STAGE_HISTORY,
@@ -125,4 +212,22 @@ TABLES: dict[str, sch.Schema] = {
     "models": MODELS,
     "receipts": RECEIPTS,
     "clm_meta": META,
+    "identities": IDENTITIES,
+    "customers": CUSTOMERS,
+    "merge_log": MERGE_LOG,
+    "identity_conflicts": IDENTITY_CONFLICTS,
+    "identity_blocks": IDENTITY_BLOCKS,
+    "identity_batches": IDENTITY_BATCHES,
+    "profiles": PROFILES,
+    "erasures": ERASURES,
 }
+IDENTITY_TABLES = (
+    "identities",
+    "customers",
+    "merge_log",
+    "identity_conflicts",
+    "identity_blocks",
+    "identity_batches",
+    "profiles",
+    "erasures",
+)

@@ -1,0 +1,148 @@
+"""Identifiers: what counts as one, how it is normalised, and how events yield them.
+
+An identifier is stored as one text key `kind:value` so that every table joins on a
+single column: `user:<user id>`, `anon:<anonymous id>`, `email:<hash>`, `phone:<hash>`
+and `custom:<trait>:<value>`. Emails are trimmed and lower-cased, phones reduced to
+their digits, and both are hashed (SHA-256 of the workspace salt and the value) so the
+identity tables never hold an address in clear.
+
+Where identifiers come from (Segment spec, https://segment.com/docs/connections/spec/):
+`userId` and `anonymousId` of every event (Matomo's `uid` and visitor id `_id` arrive
+in the same columns through the collector); `email`, `phone` and the configured custom
+ids in the traits of identify calls (kept in `properties`) and in `context.traits` of
+any event; an alias call's `previousId` when the collector keeps it in `properties`.
+Shortcoming: a `previousId` is taken as an anonymous id; an alias between two user ids
+is seen only when the call also carries the old id as `anonymousId`.
+
+Placeholder values (`undefined`, `null`, `0`, empty, `anonymous`, … compared
+case-insensitively after trimming) are not identifiers: SDKs and templates send them
+when the real id is missing, and linking on them would merge strangers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+KINDS = ("user", "anon", "email", "phone", "custom")
+USER = "user:"
+ANON = "anon:"
+
+# Values seen in the wild when an id is missing: JavaScript's String(undefined/null),
+# template defaults, zeroed UUIDs. Compared after trim + lower.
+PLACEHOLDERS = (
+    "",
+    "undefined",
+    "null",
+    "none",
+    "nil",
+    "nan",
+    "0",
+    "-1",
+    "false",
+    "true",
+    "anonymous",
+    "anon",
+    "unknown",
+    "guest",
+    "n/a",
+    "na",
+    "-",
+    "[object object]",
+    "00000000-0000-0000-0000-000000000000",
+)
+
+
+def is_placeholder(value: str | None) -> bool:
+    return value is None or value.strip().lower() in PLACEHOLDERS
+
+
+def sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def valid_sql(col: str) -> str:
+    """SQL: `col` is a real identifier value (not NULL, not a placeholder)."""
+    values = ", ".join(sql_str(p) for p in PLACEHOLDERS)
+    return f"({col} IS NOT NULL AND lower(trim({col})) NOT IN ({values}))"
+
+
+def key_sql(col: str, prefix: str) -> str:
+    """SQL: the identifier key of a user or anonymous id column, NULL if invalid."""
+    return f"CASE WHEN {valid_sql(col)} THEN {sql_str(prefix)} || trim({col}) END"
+
+
+def event_key_sql(user_col: str = "user_id", anon_col: str = "anonymous_id") -> str:
+    """SQL: the key an event is attributed by: its user id, else its anonymous id.
+
+    The user id comes first so that an event sent after a login on a shared device
+    belongs to the person who logged in, whatever the device's other links.
+    """
+    return f"coalesce({key_sql(user_col, USER)}, {key_sql(anon_col, ANON)})"
+
+
+def customer_id_of(key: str) -> str:
+    """The customer id a key gives when it names a customer: a user's own id, else
+    the key itself (`anon:…`, `email:…`), which cannot collide with a user id's key."""
+    return key[len(USER) :] if key.startswith(USER) else key
+
+
+def key_of_customer_id(cid: str) -> str:
+    """Inverse of `customer_id_of`."""
+    if any(cid.startswith(k + ":") for k in KINDS if k != "user"):
+        return cid
+    return USER + cid
+
+
+def _hashed(expr: str, salt: str) -> str:
+    return f"sha256({sql_str(salt)} || ':' || {expr})"
+
+
+def _pick(path: str) -> str:
+    """SQL: a trait from identify traits, else from context.traits."""
+    return (
+        f"coalesce(CASE WHEN type = 'identify' THEN "
+        f"json_extract_string(properties, {sql_str('$.' + path)}) END, "
+        f"json_extract_string(context, {sql_str('$.traits.' + path)}))"
+    )
+
+
+def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
+    """SQL over events in `source`: one row per event with its list of identifier keys.
+
+    Columns: event_id, timestamp, reason (identify, alias or event) and `ids`, the
+    event's valid keys with the attributing key (user, else anonymous) first.
+    """
+    email = f"lower(trim({_pick('email')}))"
+    phone = f"regexp_replace({_pick('phone')}, '[^0-9]', '', 'g')"
+    prev = (
+        "CASE WHEN type = 'alias' THEN coalesce("
+        "json_extract_string(properties, '$.previousId'), "
+        "json_extract_string(properties, '$.previous_id')) END"
+    )
+    parts = [
+        key_sql("user_id", USER),
+        key_sql("anonymous_id", ANON),
+        f"CASE WHEN {valid_sql(email)} AND {email} LIKE '%@%' "
+        f"THEN 'email:' || {_hashed(email, salt)} END",
+        f"CASE WHEN length({phone}) >= 5 THEN 'phone:' || {_hashed(phone, salt)} END",
+        key_sql(prev, ANON),
+    ]
+    for name in custom_ids:
+        value = _pick(name)
+        parts.append(
+            f"CASE WHEN {valid_sql(value)} THEN "
+            f"{sql_str('custom:' + name + ':')} || trim({value}) END"
+        )
+    # Only identify calls and events carrying context.traits can hold traits: skip
+    # the JSON work for the rest (most of the events).
+    cheap = [parts[0], parts[1]]
+    return f"""SELECT event_id, timestamp,
+        CASE WHEN type IN ('identify', 'alias') THEN type ELSE 'event' END AS reason,
+        CASE WHEN type IN ('identify', 'alias') OR context LIKE '%"traits"%'
+             THEN list_distinct_ordered([{", ".join(parts)}])
+             ELSE list_distinct_ordered([{", ".join(cheap)}]) END AS ids
+        FROM {source}"""
+
+
+LIST_MACRO = """CREATE OR REPLACE TEMP MACRO list_distinct_ordered(l) AS
+    list_filter(l, (x, i) -> x IS NOT NULL AND NOT list_contains(l[1:i - 1], x))"""
