@@ -101,6 +101,12 @@ class _Prepared:
     tx_code: npt.NDArray[np.intp]
 
 
+def _dot(a: FloatArray, b: FloatArray) -> float:
+    # einsum, not `@`: BLAS dot spawns threads that stall on a busy machine, and
+    # these vectors are too short to gain from them.
+    return float(np.einsum("i,i->", a, b))
+
+
 def _f64(values: object) -> FloatArray:
     return np.asarray(values, dtype=np.float64)
 
@@ -142,28 +148,28 @@ def _negative_ll(theta: FloatArray, data: _Prepared) -> tuple[float, FloatArray]
     n = w_x.sum()
 
     # Terms of x alone, then of T alone, weighted by their totals.
-    ll = w_x @ (gammaln(r + xs) + betaln(a, b + xs))
+    ll = _dot(w_x, (gammaln(r + xs) + betaln(a, b + xs)))
     ll += n * (r * np.log(alpha) - gammaln(r) - betaln(a, b))
-    ll -= r * (data.w_t @ log_at) + data.wx_t @ log_at
+    ll -= r * _dot(data.w_t, log_at) + _dot(data.wx_t, log_at)
 
     # The drop-out branch of repeat buyers, row by row: d is its log-odds.
     x, w = data.x, data.w
     at_rows = log_at[data.t_code]
     log_ratio = at_rows - np.log(alpha + data.txs)[data.tx_code]
     d = np.log(a) - np.log(b + x - 1) + (r + x) * log_ratio
-    ll += w @ (np.maximum(d, 0.0) + np.log1p(np.exp(-np.abs(d))))  # log(1 + e^d)
+    ll += _dot(w, np.maximum(d, 0.0) + np.log1p(np.exp(-np.abs(d))))  # log(1+e^d)
     share = w * (0.5 * (1.0 + np.tanh(0.5 * d)))  # weight × logistic(d)
 
     # Derivatives, term by term.
-    d_r = w_x @ digamma(r + xs) + n * (np.log(alpha) - digamma(r))
-    d_r += -(data.w_t @ log_at) + share @ log_ratio
+    d_r = _dot(w_x, digamma(r + xs)) + n * (np.log(alpha) - digamma(r))
+    d_r += -_dot(data.w_t, log_at) + _dot(share, log_ratio)
     inv_at = 1.0 / (alpha + data.ts)
-    d_alpha = n * r / alpha - (r * (data.w_t @ inv_at) + data.wx_t @ inv_at)
+    d_alpha = n * r / alpha - (r * _dot(data.w_t, inv_at) + _dot(data.wx_t, inv_at))
     inv_tx = 1.0 / (alpha + data.txs)[data.tx_code]
-    d_alpha += share @ ((r + x) * (inv_at[data.t_code] - inv_tx))
-    d_a = w_x @ (digamma(a + b) - digamma(a + b + xs)) + share.sum() / a
-    d_b = w_x @ (digamma(b + xs) - digamma(a + b + xs))
-    d_b += n * (digamma(a + b) - digamma(b)) - share @ (1.0 / (b + x - 1))
+    d_alpha += _dot(share, ((r + x) * (inv_at[data.t_code] - inv_tx)))
+    d_a = _dot(w_x, (digamma(a + b) - digamma(a + b + xs))) + share.sum() / a
+    d_b = _dot(w_x, (digamma(b + xs) - digamma(a + b + xs)))
+    d_b += n * (digamma(a + b) - digamma(b)) - _dot(share, (1.0 / (b + x - 1)))
     grad = np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
     return -float(ll), -grad
 
