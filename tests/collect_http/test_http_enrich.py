@@ -1,0 +1,189 @@
+"""Enrichment rules worked out by hand, and the per-message Segment mapping agreeing
+with the file importer's SQL mapping on the same messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from clm.collect.enrich import anonymize_ip, channel, parse_user_agent, utm_from_url
+from clm.collect.segment import map_message
+from clm.collect.sessions import Sessions
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("203.0.113.77", "203.0.113.0"),
+        ("10.1.2.255", "10.1.2.0"),
+        # 2001:db8:85a3:8d3:1319:8a2e:370:7348 keeps its first 48 bits.
+        ("2001:db8:85a3:8d3:1319:8a2e:370:7348", "2001:db8:85a3::"),
+        ("::1", "::"),
+        ("not an ip", None),
+        (None, None),
+    ],
+)
+def test_anonymize_ip(ip: str | None, expected: str | None) -> None:
+    assert anonymize_ip(ip) == expected
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({}, "direct"),
+        (
+            {"referrer": "https://shop.example/a", "url": "https://shop.example/b"},
+            "direct",
+        ),
+        ({"referrer": "https://www.google.de/"}, "organic search"),
+        ({"referrer": "https://duckduckgo.com/"}, "organic search"),
+        ({"utm_medium": "cpc", "utm_source": "google"}, "paid search"),
+        ({"referrer": "https://l.facebook.com/"}, "social"),
+        ({"utm_source": "linkedin", "utm_medium": "post"}, "social"),
+        ({"utm_medium": "email", "utm_campaign": "may"}, "email"),
+        ({"referrer": "https://blog.example.net/post"}, "referral"),
+        ({"utm_campaign": "spring", "utm_medium": "banner"}, "campaign"),
+    ],
+)
+def test_channel(row: dict, expected: str) -> None:
+    assert channel(row) == expected
+
+
+def test_utm_from_url_reads_matomo_names_and_gclid() -> None:
+    assert utm_from_url("https://x.example/?mtm_campaign=a&pk_kwd=b") == {
+        "utm_campaign": "a",
+        "utm_term": "b",
+    }
+    assert utm_from_url("https://x.example/?gclid=abc") == {
+        "utm_medium": "cpc",
+        "utm_source": "google",
+    }
+
+
+def test_user_agents_and_bots() -> None:
+    firefox = (
+        "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0"
+    )
+    assert parse_user_agent(firefox) == ("Firefox", "Ubuntu", "Other", False)
+    iphone = (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"
+    )
+    assert parse_user_agent(iphone)[1:] == ("iOS", "iPhone", False)
+    google = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    assert parse_user_agent(google)[3] is True
+    assert parse_user_agent("python-requests/2.31.0")[3] is True
+    assert parse_user_agent("curl/8.5.0")[3] is True
+
+
+def test_sessions_timeout_and_campaign() -> None:
+    s = Sessions(timeout_minutes=30)
+    t0 = datetime(2026, 3, 1, 12, 0)
+    rows = [
+        {"anonymous_id": "a", "timestamp": t0},
+        {"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=29)},
+        {"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=58)},  # 29 min gap
+        {"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=89)},  # 31 min gap
+        {
+            "anonymous_id": "a",
+            "timestamp": t0 + timedelta(minutes=90),
+            "utm_campaign": "spring",
+        },  # a new campaign starts a new session
+        {
+            "anonymous_id": "a",
+            "timestamp": t0 + timedelta(minutes=91),
+            "utm_campaign": "spring",
+        },
+        {"anonymous_id": "b", "timestamp": t0},
+    ]
+    for r in rows:
+        s.assign(r)
+    ids = [r["session_id"] for r in rows]
+    assert ids[0] == ids[1] == ids[2]
+    assert len({ids[2], ids[3], ids[4], ids[6]}) == 4
+    assert ids[4] == ids[5]
+
+
+MESSAGES = [
+    {
+        "type": "track",
+        "event": "Order Completed",
+        "userId": "u1",
+        "messageId": "m1",
+        "timestamp": "2026-02-01T10:00:00Z",
+        "sentAt": "2026-02-01T10:00:05Z",
+        "receivedAt": "2026-02-01T10:00:00Z",
+        "properties": {"total": 19.5, "currency": "USD", "orderId": "o9"},
+        "context": {
+            "page": {"url": "https://s.example/x", "referrer": "https://r.example/"},
+            "campaign": {"source": "nl", "medium": "email", "name": "feb"},
+            "userAgent": "UA",
+            "ip": "192.0.2.1",
+        },
+    },
+    {
+        "type": "page",
+        "name": "Home",
+        "anonymousId": "a1",
+        "messageId": "m2",
+        "timestamp": "2026-02-01T11:00:00+01:00",
+        "properties": {"url": "https://s.example/", "referrer": "https://g.example/"},
+    },
+    {
+        "type": "identify",
+        "userId": "u2",
+        "messageId": "m3",
+        "timestamp": "2026-02-01T12:00:00Z",
+        "traits": {"plan": "pro"},
+    },
+]
+
+
+def test_mapping_agrees_with_file_import(workspace, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(m) for m in MESSAGES) + "\n")
+    workspace.import_events(path)
+    imported = workspace.warehouse.con.sql("SELECT * FROM events").to_pandas()
+    cols = [
+        "type",
+        "event",
+        "anonymous_id",
+        "user_id",
+        "timestamp",
+        "revenue",
+        "currency",
+        "order_id",
+        "url",
+        "referrer",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "user_agent",
+        "ip",
+    ]
+    for msg in MESSAGES:
+        # The file importer corrects skew by receivedAt - sentAt; the collector is
+        # the receiver, so it passes its own receipt time.
+        received = (
+            datetime.fromisoformat(msg["receivedAt"].replace("Z", "+00:00")).replace(
+                tzinfo=None
+            )
+            if "receivedAt" in msg
+            else datetime(2026, 2, 2)
+        )
+        m = {k: v for k, v in msg.items() if k != "receivedAt"}
+        if "receivedAt" not in msg:
+            m.pop("sentAt", None)
+        row = map_message(m, received)
+        ref = imported[imported.event_id == msg["messageId"]].iloc[0]
+        for c in cols:
+            want = ref[c]
+            got = row[c]
+            if want is None or (isinstance(want, float) and want != want):
+                assert got is None, c
+            else:
+                assert got == want, (msg["messageId"], c, got, want)
+        assert row["properties"] == json.loads(ref["properties"])

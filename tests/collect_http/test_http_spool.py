@@ -1,0 +1,114 @@
+"""The spool and the loader in-process: group commit, torn-tail recovery, and loading
+the same segment twice (a crash between commit and delete) adding nothing."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from clm.collect.loader import load_segments
+from clm.collect.spool import Spool, recover, sealed_segments
+from clm.errors import ConfigError
+from clm.warehouse.engine import Warehouse
+
+
+def _event(i: int) -> bytes:
+    row = {
+        "k": "e",
+        "event_id": f"e{i}",
+        "type": "track",
+        "event": "X",
+        "anonymous_id": "a",
+        "timestamp": datetime(2026, 1, 1, 0, 0, i % 60),
+        "received_at": datetime(2026, 1, 1),
+        "properties": "{}",
+        "context": "{}",
+        "source": "segment:t",
+    }
+    return orjson.dumps(row) + b"\n"
+
+
+def test_group_commit_shares_fsyncs(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, rotate_seconds=60)
+    spool.start()
+    futures = []
+    threads = [
+        threading.Thread(
+            target=lambda j=j: futures.extend(
+                spool.write(_event(j * 100 + i)) for i in range(100)
+            )
+        )
+        for j in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for f in futures:
+        f.result(timeout=10)
+    spool.close()
+    assert spool.records == 800
+    assert spool.fsyncs < 800  # many writes shared one fsync
+    segs = sealed_segments(tmp_path)
+    lines = b"".join(p.read_bytes() for p in segs).splitlines()
+    assert sorted(orjson.loads(x)["event_id"] for x in lines) == sorted(
+        f"e{i}" for i in range(800)
+    )
+
+
+def test_second_spool_on_same_folder_refused(tmp_path: Path) -> None:
+    first = Spool(tmp_path)
+    first.start()
+    try:
+        with pytest.raises(ConfigError, match="in use by another clm serve"):
+            Spool(tmp_path).start()
+    finally:
+        first.close()
+
+
+def test_torn_tail_dropped_on_recovery(tmp_path: Path) -> None:
+    torn = tmp_path / "seg-000000000004.open"
+    torn.write_bytes(_event(1) + _event(2) + _event(3)[:25])
+    assert recover(tmp_path) == 5
+    (sealed,) = sealed_segments(tmp_path)
+    assert sealed.name == "seg-000000000004.jsonl"
+    assert sealed.read_bytes() == _event(1) + _event(2)
+
+
+def test_loading_twice_adds_nothing(tmp_path: Path) -> None:
+    wh = Warehouse.duckdb(tmp_path / "w.duckdb")
+    seg = tmp_path / "seg-000000000001.jsonl"
+    # e5 twice within the segment: a client's retry; one reject record.
+    reject = (
+        orjson.dumps(
+            {
+                "k": "r",
+                "source": "segment:t",
+                "field": "event",
+                "reason": "missing",
+                "raw": "{}",
+                "rejected_at": datetime(2026, 1, 1),
+            }
+        )
+        + b"\n"
+    )
+    seg.write_bytes(b"".join(_event(i) for i in range(10)) + _event(5) + reject)
+    copy = tmp_path / "copy.jsonl"
+    shutil.copy(seg, copy)
+    first = load_segments(wh, [seg])
+    assert first == {"events_written": 10, "duplicates_skipped": 1, "rejected": 1}
+    assert not seg.exists()
+    # The same records again, as after a crash between COMMIT and the delete.
+    again = load_segments(wh, [copy])
+    assert again["events_written"] == 0
+    con = wh.con.con
+    assert con.execute(
+        "SELECT count(*), count(DISTINCT event_id) FROM events"
+    ).fetchone() == (10, 10)
+    assert con.execute("SELECT count(*) FROM rejected").fetchone() == (1,)
+    wh.close()
