@@ -83,6 +83,8 @@ class GammaGamma:
 
         A weighted mean of the population mean and the customer's own zbar,
         (q-1)/(px+q-1) and px/(px+q-1). Customers with x = 0 get the population mean.
+        A repeat customer whose zbar is <= 0 (returns exceeding purchases) is taken
+        as zbar = 0, so the estimate shrinks toward 0 instead of going negative.
         """
         x = as_float_array(frequency, "frequency")
         z = np.asarray(monetary_value, dtype=np.float64).reshape(-1)
