@@ -116,9 +116,16 @@ class Operations:
         progress: Progress = SILENT,
     ) -> list[Receipt]:
         """Replay stage history of one model (or all in use) and store it."""
+        from clm.identity.profiles import build_profiles
+        from clm.identity.resolve import options_from, resolve
         from clm.lifecycle.history import run_model
 
         chosen = [self.model(model)] if model else self.models()
+        # Resolve new events first so that stages count customers, not cookies.
+        identity = resolve(
+            self.warehouse, progress=progress, **options_from(self.config)
+        )
+        self._save_receipt(identity)
         receipts = []
         for m in chosen:
             result = run_model(
@@ -130,6 +137,9 @@ class Operations:
             )
             self._save_receipt(result.receipt)
             receipts.append(result.receipt)
+        profiles = build_profiles(self.warehouse)
+        identity.counts["profiles"] = profiles.counts["profiles"]
+        receipts.append(identity)
         return receipts
 
     def stages(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ibis
@@ -420,3 +420,13 @@ def _store(wh: Warehouse, run_id: str) -> None:
         WHERE b.import_id IS NOT DISTINCT FROM c.import_id"""
     )
     con.execute("INSERT INTO identity_batches BY NAME SELECT * FROM _id_changed")
+
+
+def options_from(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolve options a workspace's settings give (`identity.*`)."""
+    return {
+        "cap": int(config.get("identity.cap", 5)),
+        "conflicts": str(config.get("identity.conflicts", "block")),
+        "salt": str(config.get("identity.salt", "") or ""),
+        "custom_ids": tuple(config.get("identity.custom_ids", ("crm_id",))),
+    }
