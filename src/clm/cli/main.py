@@ -436,4 +436,5 @@ def main() -> None:  # pragma: no cover - console entry point
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+import clm.cli.customer  # noqa: E402,F401
 from clm.cli import serve  # noqa: E402,F401
