@@ -56,6 +56,13 @@ def anonymize_ip(ip: str | None) -> str | None:
     """Zero the host part of an address; text that is no address is dropped."""
     if not ip:
         return None
+    return _anonymize(ip)
+
+
+# Cached: a site sees the same addresses again and again, and `ipaddress` parsing
+# costs more than all the other enrichment of an event together.
+@lru_cache(maxsize=65536)
+def _anonymize(ip: str) -> str | None:
     try:
         addr = ipaddress.ip_address(ip.strip())
     except ValueError:
@@ -77,8 +84,11 @@ def parse_user_agent(ua: str) -> tuple[str, str, str, bool]:
 
 
 def _host(url: str | None) -> str:
-    if not url:
-        return ""
+    return _hostname(url) if url else ""
+
+
+@lru_cache(maxsize=65536)
+def _hostname(url: str) -> str:
     try:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:
@@ -89,10 +99,15 @@ def utm_from_url(url: str | None) -> dict[str, str]:
     """utm_* from a page URL; Matomo's mtm_* and pk_* campaign names also count."""
     if not url or "?" not in url:
         return {}
+    return dict(_utm(url))
+
+
+@lru_cache(maxsize=65536)
+def _utm(url: str) -> tuple[tuple[str, str], ...]:
     try:
         q = parse_qs(urlsplit(url).query)
     except ValueError:
-        return {}
+        return ()
     out: dict[str, str] = {}
     for key in ("source", "medium", "campaign", "term", "content"):
         for prefix in ("utm_", "mtm_", "pk_"):
@@ -103,7 +118,7 @@ def utm_from_url(url: str | None) -> dict[str, str]:
     if "gclid" in q and "utm_medium" not in out:
         out["utm_medium"] = "cpc"
         out.setdefault("utm_source", "google")
-    return out
+    return tuple(out.items())
 
 
 def channel(row: dict[str, Any]) -> str:

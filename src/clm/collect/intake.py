@@ -40,6 +40,7 @@ class CollectorConfig:
     session_timeout_minutes: int = 30
     anonymize_ip: bool = True
     bot_filter: bool = True
+    loader_threads: int = 1
 
     @classmethod
     def from_settings(cls, config: dict[str, Any], root: Path) -> CollectorConfig:
@@ -87,6 +88,10 @@ class Intake:
 
     def start(self) -> None:
         self.spool.start()
+        # Requests are served by one Python thread; a loader spreading over every
+        # core would take CPU from it exactly when load is highest (p99 spikes).
+        if self.wh is not None and self.config.loader_threads:
+            self.wh.con.raw_sql(f"SET threads = {int(self.config.loader_threads)}")
         if self.wh is not None:
             self.loader = Loader(
                 self.wh,

@@ -1,0 +1,149 @@
+"""Load benchmark of `clm serve` on loopback: wrk posts /v1/batch requests of
+`--batch` events (each with its own messageId) for `--seconds`, then the server is
+stopped and the warehouse is counted, so the figure is of events durably
+acknowledged *and* loaded, not merely answered.
+
+    .venv/bin/python bench/bench_collector.py --seconds 10 --connections 32
+
+Needs `wrk` (Debian package). Bounded in time (wrk's -d) and in requests (the Lua
+script stops building new bodies after --max-requests). Every request goes to
+127.0.0.1. Prints one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "collect_http"))
+
+from collect_http_support import KEY, Server, make_workspace
+
+LUA = """
+local counter = 0
+local tid = 0
+local threads = {}
+function setup(thread)
+  thread:set("tid", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  counter = 0
+end
+local ua = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 " ..
+  "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+request = function()
+  counter = counter + 1
+  if counter > MAXREQ then
+    return wrk.format("GET", "/v1/health")
+  end
+  local parts = {}
+  for i = 1, BATCH do
+    parts[i] = string.format(
+      '{"type":"track","event":"Product Viewed","anonymousId":"v%d-%d",' ..
+      '"messageId":"t%d-%d-%d","timestamp":"2026-01-05T10:00:00Z",' ..
+      '"properties":{"sku":"S-%d","price":9.5},' ..
+      '"context":{"ip":"203.0.113.9","userAgent":"%s",' ..
+      '"page":{"url":"https://shop.example/p/%d",' ..
+      '"referrer":"https://www.google.com/"}}}',
+      tid, (counter * BATCH + i) %% 5000, tid, counter, i, i, ua, i)
+  end
+  local body = '{"batch":[' .. table.concat(parts, ",") .. '],' ..
+    '"sentAt":"2026-01-05T10:00:00Z"}'
+  return wrk.format("POST", "/v1/batch", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = "Basic AUTH"}, body)
+end
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--max-requests", type=int, default=200_000)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    import base64
+
+    import duckdb
+
+    auth = base64.b64encode(f"{KEY}:".encode()).decode()
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = make_workspace(Path(tmp) / "ws", flush_interval_ms=1000)
+        script = Path(tmp) / "batch.lua"
+        per_thread = args.max_requests // args.threads
+        script.write_text(
+            LUA.replace("MAXREQ", str(per_thread))
+            .replace("BATCH", str(args.batch))
+            .replace("AUTH", auth)
+            .replace("%%", "%")
+        )
+        srv = Server(ws).start()
+        t0 = time.monotonic()
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{args.threads}",
+                f"-c{args.connections}",
+                f"-d{args.seconds}s",
+                "--latency",
+                "--timeout",
+                "5s",
+                "-s",
+                str(script),
+                srv.url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        wall = time.monotonic() - t0
+        t1 = time.monotonic()
+        srv.stop()
+        drain = time.monotonic() - t1
+        con = duckdb.connect(str(ws / "clm.duckdb"), read_only=True)
+        stored, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM events"
+        ).fetchone()
+        con.close()
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        return round(float(m.group(1)) * scale, 2)
+
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result = {
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "batch": args.batch,
+        "requests": reqs,
+        "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+        "events_acknowledged_per_s": round(reqs * args.batch / wall),
+        "events_in_warehouse": stored,
+        "distinct_event_ids": distinct,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "drain_seconds_after_stop": round(drain, 2),
+    }
+    print(json.dumps(result, indent=2))
+    print(out, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
