@@ -109,8 +109,9 @@ def _pick(path: str) -> str:
 def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
     """SQL over events in `source`: one row per event with its list of identifier keys.
 
-    Columns: event_id, timestamp, reason (identify, alias or event) and `ids`, the
-    event's valid keys with the attributing key (user, else anonymous) first.
+    Columns: event_id, timestamp, reason (identify, alias or event), `ukey` and `akey`
+    (the user and anonymous keys) and, for the few events that may carry more
+    (`rich`), `ids`: all valid keys with the attributing key first.
     """
     email = f"lower(trim({_pick('email')}))"
     phone = f"regexp_replace({_pick('phone')}, '[^0-9]', '', 'g')"
@@ -133,14 +134,15 @@ def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
             f"CASE WHEN {valid_sql(value)} THEN "
             f"{sql_str('custom:' + name + ':')} || trim({value}) END"
         )
-    # Only identify calls and events carrying context.traits can hold traits: skip
-    # the JSON work for the rest (most of the events).
-    cheap = [parts[0], parts[1]]
+    # Only identify and alias calls and events carrying context.traits can hold more
+    # than a user and an anonymous id: the list work is kept to those few rows.
+    rich = (
+        "coalesce(type IN ('identify', 'alias') OR context LIKE '%\"traits\"%', false)"
+    )
     return f"""SELECT event_id, timestamp,
         CASE WHEN type IN ('identify', 'alias') THEN type ELSE 'event' END AS reason,
-        CASE WHEN type IN ('identify', 'alias') OR context LIKE '%"traits"%'
-             THEN list_distinct_ordered([{", ".join(parts)}])
-             ELSE list_distinct_ordered([{", ".join(cheap)}]) END AS ids
+        {rich} AS rich, {parts[0]} AS ukey, {parts[1]} AS akey,
+        CASE WHEN {rich} THEN list_distinct_ordered([{", ".join(parts)}]) END AS ids
         FROM {source}"""
 
 

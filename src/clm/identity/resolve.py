@@ -196,7 +196,10 @@ def _extract(
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _id_newkeys AS
         SELECT key, min(timestamp) AS first_seen, max(timestamp) AS last_seen
-        FROM (SELECT unnest(ids) AS key, timestamp FROM _id_rows) GROUP BY key"""
+        FROM (SELECT ukey AS key, timestamp FROM _id_rows WHERE NOT rich
+              UNION ALL SELECT akey, timestamp FROM _id_rows WHERE NOT rich
+              UNION ALL SELECT unnest(ids), timestamp FROM _id_rows WHERE rich)
+        WHERE key IS NOT NULL GROUP BY key"""
     )
     # A star per event (first key to each other key) connects the same components as
     # all pairs would, with len-1 edges instead of len*(len-1)/2.
@@ -205,8 +208,11 @@ def _extract(
         SELECT least(hub, other) AS a, greatest(hub, other) AS b,
                arg_min(event_id, (timestamp, event_id)) AS event_id,
                min(timestamp) AS at, arg_min(reason, (timestamp, event_id)) AS reason
-        FROM (SELECT ids[1] AS hub, unnest(ids[2:]) AS other, event_id, timestamp,
-                     reason FROM _id_rows WHERE len(ids) > 1)
+        FROM (SELECT ukey AS hub, akey AS other, event_id, timestamp, reason
+              FROM _id_rows WHERE NOT rich AND ukey IS NOT NULL AND akey IS NOT NULL
+              UNION ALL
+              SELECT ids[1], unnest(ids[2:]), event_id, timestamp, reason
+              FROM _id_rows WHERE rich AND len(ids) > 1)
         GROUP BY ALL"""
     )
     # Keep, per pair, the earliest event that linked it (old or new).
