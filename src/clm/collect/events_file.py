@@ -302,7 +302,11 @@ def _events_table(
         src = f"(SELECT *, row_number() OVER () AS _row FROM {reader_sql(path, fmt)})"
     cols = []
     for name, dtype in EVENTS.items():
-        if name not in fmt.columns:
+        if name == "import_id":
+            # Rows carry the receipt of the import that wrote them, whatever the file
+            # says: that is how the receipt's counts are read back below.
+            cols.append(f"{sql_str(receipt.receipt_id)} AS import_id")
+        elif name not in fmt.columns:
             cols.append(f"NULL AS {ident(name)}")
         elif dtype.is_timestamp():
             text = f"CAST({ident(name)} AS VARCHAR)"
@@ -340,7 +344,97 @@ def _events_table(
     )
     try:
         rows_read = int(scalar(wh, f"SELECT count(*) AS n FROM {src}")["n"])
-        _finish(wh, view, f"{view}_r", source, receipt, progress, rows_read)
+        _finish_fast(wh, view, f"{view}_r", source, receipt, progress, rows_read)
     finally:
         wh.con.raw_sql(f"DROP VIEW IF EXISTS {view}_r")
         wh.con.raw_sql(f"DROP VIEW IF EXISTS {view}")
+
+
+def _finish_fast(
+    wh: Warehouse,
+    candidates: str,
+    rejects: str,
+    source: str,
+    receipt: Receipt,
+    progress: Progress,
+    rows_read: int,
+) -> None:
+    """Like `_finish`, but reads the file once for the events: at millions of rows the
+    file is the cost. Rejects are looked for with a scan of the three checked columns
+    only; duplicates inside the file are removed after the insert, in the usually
+    empty case cheaply confirmed by a distinct count of the new rows' ids. Which copy
+    of a repeated event id stays is not defined when the copies differ."""
+    import_id = sql_str(receipt.receipt_id)
+    invalid = int(
+        scalar(wh, f"SELECT count(*) AS n FROM {candidates} WHERE _reason IS NOT NULL")[
+            "n"
+        ]
+    )
+    cols = ", ".join(ident(c) for c in EVENTS.names)
+    stored = int(scalar(wh, "SELECT count(*) AS n FROM events")["n"])
+    new_only = (
+        " AND NOT EXISTS (SELECT 1 FROM events x WHERE x.event_id = c.event_id)"
+        if stored
+        else ""
+    )
+    with receipt.timed("write"):
+        # Row order inside `events` means nothing, and not keeping it lets DuckDB
+        # write in parallel with far less memory; file row numbers are already taken.
+        wh.con.raw_sql("SET preserve_insertion_order = false")
+        try:
+            execute(
+                wh,
+                f"INSERT INTO events ({cols}) SELECT {cols} FROM {candidates} c "
+                f"WHERE _reason IS NULL{new_only}",
+                progress,
+                "writing events",
+            )
+        finally:
+            wh.con.raw_sql("RESET preserve_insertion_order")
+        repeated = int(
+            scalar(
+                wh,
+                "SELECT count(*) - count(DISTINCT event_id) AS n FROM events "
+                f"WHERE import_id = {import_id}",
+            )["n"]
+        )
+        if repeated:
+            wh.con.raw_sql(
+                f"""DELETE FROM events WHERE import_id = {import_id} AND rowid NOT IN (
+                  SELECT min(rowid) FROM events WHERE import_id = {import_id}
+                  GROUP BY event_id)"""
+            )
+        if invalid:
+            wh.con.raw_sql(
+                f"""INSERT INTO rejected BY NAME
+                SELECT {sql_str(source)} AS source, _row AS row_number, _field AS field,
+                       _value AS value, _reason AS reason, _raw AS raw,
+                       now()::TIMESTAMP AS rejected_at, {import_id} AS import_id
+                FROM {rejects} r WHERE NOT EXISTS (
+                  SELECT 1 FROM rejected x WHERE x.source = {sql_str(source)}
+                    AND x.row_number = r._row AND x.reason = r._reason)"""
+            )
+    stats = scalar(
+        wh,
+        f"""SELECT count(*) AS written, count(DISTINCT user_id) AS customers,
+                   coalesce(sum(revenue), 0) AS revenue
+            FROM events WHERE import_id = {import_id}""",
+    )
+    reasons = (
+        rows(
+            wh,
+            f"SELECT _reason AS r, count(*) AS n FROM {rejects} GROUP BY 1 ORDER BY 2 DESC",
+        )
+        if invalid
+        else []
+    )
+    written = int(stats["written"])
+    receipt.rejects.update({r["r"]: r["n"] for r in reasons})
+    receipt.counts.update(
+        rows_read=rows_read,
+        events_written=written,
+        duplicates_skipped=rows_read - invalid - written,
+        rejected=invalid,
+        customers=stats["customers"],
+        revenue=round(float(stats["revenue"]), 2),
+    )

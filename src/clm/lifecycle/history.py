@@ -159,13 +159,13 @@ def run_model(
             base = _base_events(wh, ev, pl, cal, buckets, end)
             base = wh.materialize(base, f"_clm_base_{run_id}")
             progress.advance()
-            values = _feature_values(pl, base, periods, buckets, cal)
+            values = _feature_values(wh, pl, base, periods, buckets, cal, run_id)
             staged = _assign_stages(model, values)
             intervals = _collapse(staged, periods)
             intervals = wh.materialize(intervals, f"_clm_intervals_{run_id}")
             progress.advance()
         except Exception:
-            for t in ("periods", "buckets", "base", "intervals"):
+            for t in ("periods", "buckets", "base", "main", "intervals"):
                 wh.drop(f"_clm_{t}_{run_id}")
             raise
 
@@ -179,7 +179,7 @@ def run_model(
             intervals=counts["rows"][0].as_py(),
             periods=cal.n,
         )
-        for t in ("periods", "buckets", "base", "intervals"):
+        for t in ("periods", "buckets", "base", "main", "intervals"):
             wh.drop(f"_clm_{t}_{run_id}")
         progress.advance()
 
@@ -239,7 +239,9 @@ def _base_events(
     )
     ev = ev.filter(ev.timestamp < ibis.literal(end))
     sel = ev.select("customer_id", *cols, t=_epoch(ev.timestamp))
-    return _period_of(sel, sel.t, buckets, "p")
+    sel = sel.mutate(bk=(sel.t // BUCKET_SECONDS).cast("int64"))
+    b = buckets.select(_bk2=buckets.bucket, p=buckets.p)
+    return sel.join(b, sel.bk == b._bk2).drop("_bk2")
 
 
 # -- step 2: features at candidate periods ---------------------------------------------
@@ -303,76 +305,54 @@ def _slots(f: FeatureSpec) -> dict[str, str]:
 
 
 def _streams(
-    pl: Plan, base: ir.Table, buckets: ir.Table, cal: Calendar
+    wh: Warehouse, pl: Plan, base: ir.Table, buckets: ir.Table, cal: Calendar, tag: str
 ) -> tuple[list[ir.Table], dict[str, ir.Table]]:
-    """Per-period delta rows of every feature, and customer-level rows (first…)."""
-    streams: list[ir.Table] = [base.select("customer_id", "p").distinct()]
-    customer_level: dict[str, ir.Table] = {}
+    """Per-period delta rows of every feature, and customer-level rows (first…).
+
+    Features that only need one aggregate per customer and period (count, sum, min,
+    max, days_since) share one pass over the events with conditional aggregates; that
+    pass also marks every period with an event as a candidate. Windows, distinct
+    counts and thresholds add their own, smaller streams.
+    """
     by = ["customer_id", "p"]
+    shared: dict[str, ir.Value] = {}
     for f in pl.model.features.values():
-        m = _matching(base, f)
+        cond = _condition(base, f)
+        n = f.name
+        if f.kind == "count":
+            shared[f"a_{n}"] = cond.cast("int64").sum()
+        elif f.kind == "sum":
+            shared[f"a_{n}"] = ibis.ifelse(cond, _column(base, f).cast("float64"), 0.0).sum()
+        elif f.kind in ("min", "max"):
+            v = ibis.ifelse(cond, _column(base, f).cast("float64"), ibis.null("float64"))
+            shared[f"x_{n}"] = v.min() if f.kind == "min" else v.max()
+        elif f.kind == "days_since":
+            shared[f"lt_{n}"] = ibis.ifelse(cond, base.t, ibis.null("int64")).max()
+    main = base.group_by(by).aggregate(**shared) if shared else base.select(by).distinct()
+    main = wh.materialize(main, f"_clm_main_{tag}")
+    streams: list[ir.Table] = [main]
+    customer_level: dict[str, ir.Table] = {}
+
+    for f in pl.model.features.values():
         n = f.name
         windowed = f.within_days is not None or f.within_periods is not None
-        if f.kind in ("count", "sum"):
-            amount = m.count() if f.kind == "count" else m._v.cast("float64").sum()
-            streams.append(m.group_by(by).aggregate(**{f"a_{n}": amount}))
-            if windowed:
-                # Events of one period leave a day-window at different times: expire
-                # each event on its own, not per period.
-                ex = m.mutate(_one=1 if f.kind == "count" else m._v.cast("float64"))
-                ex = _window_end(ex, f, ex.t, buckets, cal)
-                ex = ex.filter(ex._e.notnull())
-                neg = -(ex.count() if f.kind == "count" else ex._one.sum())
-                streams.append(
-                    ex.group_by(customer_id=ex.customer_id, p=ex._e).aggregate(
-                        **{f"a_{n}": neg}
-                    )
-                )
+        if f.kind in ("count", "sum") and windowed:
+            m = base.filter(_condition(base, f))
+            one = ibis.literal(1, "int64") if f.kind == "count" else (
+                _column(m, f).cast("float64")
+            )
+            streams.append(_expiries(m.mutate(_x=one), f, buckets, cal, f"a_{n}"))
         elif f.kind == "count_distinct":
+            m = _matching(base, f)
             if not windowed:
                 firsts = m.group_by(["customer_id", "_v"]).aggregate(p=m.p.min())
                 streams.append(
                     firsts.group_by(by).aggregate(**{f"a_{n}": firsts.count()})
                 )
             else:
-                occ = m.group_by(["customer_id", "_v", "p"]).aggregate(t=m.t.max())
-                occ = _window_end(occ, f, occ.t, buckets, cal)
-                occ = occ.mutate(_e=occ._e.fill_null(cal.n))
-                w = ibis.window(group_by=["customer_id", "_v"], order_by="p")
-                occ = occ.mutate(
-                    _reach=occ._e.max().over(
-                        ibis.cumulative_window(
-                            group_by=["customer_id", "_v"], order_by="p"
-                        )
-                    )
-                )
-                occ = occ.mutate(_prev=occ._reach.lag().over(w))
-                occ = occ.mutate(
-                    _start=(occ._prev.isnull() | (occ.p >= occ._prev)).cast("int64")
-                )
-                occ = occ.mutate(
-                    _island=occ._start.sum().over(
-                        ibis.cumulative_window(
-                            group_by=["customer_id", "_v"], order_by="p"
-                        )
-                    )
-                )
-                isl = occ.group_by(["customer_id", "_v", "_island"]).aggregate(
-                    s=occ.p.min(), e=occ._e.max()
-                )
-                plus = isl.group_by(customer_id=isl.customer_id, p=isl.s).aggregate(
-                    **{f"a_{n}": isl.count()}
-                )
-                ends = isl.filter(isl.e < cal.n)
-                minus = ends.group_by(customer_id=ends.customer_id, p=ends.e).aggregate(
-                    **{f"a_{n}": -ends.count()}
-                )
-                streams += [plus, minus]
-        elif f.kind in ("min", "max"):
-            v = m._v.cast("float64")
-            agg = v.min() if f.kind == "min" else v.max()
-            streams.append(m.group_by(by).aggregate(**{f"x_{n}": agg}))
+                streams += _distinct_windows(m, f, buckets, cal)
         elif f.kind == "last":
+            m = _matching(base, f)
             per = m.group_by(by).aggregate(
                 **{
                     f"lv_{n}": m._v.cast("string").argmax(m.t),
@@ -386,10 +366,10 @@ def _streams(
                 per = per.filter(per._e.notnull())
                 streams.append(per.select(customer_id=per.customer_id, p=per._e))
         elif f.kind == "days_since":
-            per = m.group_by(by).aggregate(**{f"lt_{n}": m.t.max()})
-            streams.append(per)
+            per = main.filter(main[f"lt_{n}"].notnull())
             streams += _threshold_rows(per, per[f"lt_{n}"], pl.thresholds[n], buckets)
         elif f.kind in CUSTOMER_LEVEL:
+            m = _matching(base, f)
             agg = {"_fp": m.p.min(), "_ft": m.t.min()}
             if f.kind == "first":
                 agg["_fv"] = m._v.cast("string").argmin(m.t)
@@ -400,6 +380,71 @@ def _streams(
                     first_rows, first_rows._ft, pl.thresholds[n], buckets
                 )
     return streams, customer_level
+
+
+def _condition(base: ir.Table, f: FeatureSpec) -> ir.BooleanValue:
+    """The feature's filter, and for column features: the column is not NULL."""
+    cond: ir.BooleanValue = ibis.literal(True)
+    if f.filter is not None:
+        cond = as_condition(to_ibis(f.filter, _event_resolver(base)))
+    if f.column:
+        cond = cond & _column(base, f).notnull()
+    return cond
+
+
+def _column(t: ir.Table, f: FeatureSpec) -> ir.Value:
+    assert f.column is not None
+    return _event_resolver(t)(Name(f.column))
+
+
+def _expiries(
+    m: ir.Table, f: FeatureSpec, buckets: ir.Table, cal: Calendar, col: str
+) -> ir.Table:
+    """-x in the period where each matching event leaves the feature's window."""
+    if f.within_periods is not None:
+        per = m.group_by(["customer_id", "p"]).aggregate(_x=m._x.sum())
+        e = per.p + f.within_periods
+        return per.filter(e < cal.n).select(
+            customer_id=per.customer_id, p=e, **{col: -per._x}
+        )
+    assert f.within_days is not None
+    seconds = int(round(f.within_days * DAY))
+    if seconds % BUCKET_SECONDS == 0:
+        # The window is a whole number of buckets: shift the bucket key instead of
+        # mapping every event's expiry instant on its own.
+        per = m.group_by(["customer_id", "bk"]).aggregate(_x=m._x.sum())
+        keyed = per.mutate(_k=per.bk + seconds // BUCKET_SECONDS)
+        b = buckets.select(_k2=buckets.bucket, _e=buckets.p)
+        j = keyed.join(b, keyed._k == b._k2)
+    else:
+        j = _period_of(m, m.t + seconds, buckets, "_e").filter(lambda t: t._e.notnull())
+    return j.group_by(customer_id=j.customer_id, p=j._e).aggregate(**{col: -j._x.sum()})
+
+
+def _distinct_windows(
+    m: ir.Table, f: FeatureSpec, buckets: ir.Table, cal: Calendar
+) -> list[ir.Table]:
+    """count_distinct within a window: +1 when a value's presence starts, -1 when the
+    last of its occurrences has left the window (overlapping presences merged)."""
+    n = f.name
+    occ = m.group_by(["customer_id", "_v", "p"]).aggregate(t=m.t.max())
+    occ = _window_end(occ, f, occ.t, buckets, cal)
+    occ = occ.mutate(_e=occ._e.fill_null(cal.n))
+    key = ["customer_id", "_v"]
+    cum = ibis.cumulative_window(group_by=key, order_by="p")
+    occ = occ.mutate(_reach=occ._e.max().over(cum))
+    occ = occ.mutate(_prev=occ._reach.lag().over(ibis.window(group_by=key, order_by="p")))
+    occ = occ.mutate(_start=(occ._prev.isnull() | (occ.p >= occ._prev)).cast("int64"))
+    occ = occ.mutate(_island=occ._start.sum().over(cum))
+    isl = occ.group_by([*key, "_island"]).aggregate(s=occ.p.min(), e=occ._e.max())
+    plus = isl.group_by(customer_id=isl.customer_id, p=isl.s).aggregate(
+        **{f"a_{n}": isl.count()}
+    )
+    ends = isl.filter(isl.e < cal.n)
+    minus = ends.group_by(customer_id=ends.customer_id, p=ends.e).aggregate(
+        **{f"a_{n}": -ends.count()}
+    )
+    return [plus, minus]
 
 
 def _threshold_rows(
@@ -416,9 +461,15 @@ def _threshold_rows(
 
 
 def _feature_values(
-    pl: Plan, base: ir.Table, periods: ir.Table, buckets: ir.Table, cal: Calendar
+    wh: Warehouse,
+    pl: Plan,
+    base: ir.Table,
+    periods: ir.Table,
+    buckets: ir.Table,
+    cal: Calendar,
+    tag: str,
 ) -> ir.Table:
-    streams, customer_level = _streams(pl, base, buckets, cal)
+    streams, customer_level = _streams(wh, pl, base, buckets, cal, tag)
     slots: dict[str, str] = {}
     for f in pl.model.features.values():
         slots.update(_slots(f))
