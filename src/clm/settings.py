@@ -47,6 +47,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Stage models in use: template names or YAML paths",
     ),
     Setting("threads", int, 0, "Engine threads; 0 lets the engine choose"),
+    Setting(
+        "memory_limit",
+        str,
+        "3GB",
+        "Most memory the engine may use before it spills to disk (DuckDB syntax)",
+    ),
     # -- clm serve: the HTTP collector (docs/collector.md) ----------------------------
     Setting("serve.host", str, "127.0.0.1", "Address `clm serve` binds to"),
     Setting("serve.port", int, 8700, "Port `clm serve` listens on"),

@@ -234,7 +234,11 @@ class Workspace(Operations):
     @cached_property
     def warehouse(self) -> Warehouse:
         path = self.root / self.config["warehouse"]
-        return Warehouse.duckdb(path, threads=self.config["threads"] or None)
+        return Warehouse.duckdb(
+            path,
+            threads=self.config["threads"] or None,
+            memory_limit=self.config["memory_limit"] or None,
+        )
 
     def close(self) -> None:
         if "warehouse" in self.__dict__:

@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlglot
 
-from clm.errors import EngineError
+from clm.errors import ConfigError, EngineError
 from clm.warehouse import schema
 
 log = logging.getLogger("clm.warehouse")
@@ -47,7 +47,11 @@ class Warehouse:
 
     @classmethod
     def duckdb(
-        cls, path: str | Path | None = None, *, threads: int | None = None
+        cls,
+        path: str | Path | None = None,
+        *,
+        threads: int | None = None,
+        memory_limit: str | None = None,
     ) -> Warehouse:
         """Open (or create) a DuckDB file; `None` gives an in-memory warehouse."""
         try:
@@ -67,6 +71,16 @@ class Warehouse:
             ) from exc
         if threads:
             con.raw_sql(f"SET threads = {int(threads)}")
+        if memory_limit:
+            # Past the limit DuckDB spills to a temporary folder beside the file
+            # instead of growing: big runs stay inside a small machine's memory.
+            try:
+                con.raw_sql(f"SET memory_limit = '{memory_limit}'")
+            except Exception as exc:
+                raise ConfigError(
+                    f"setting `memory_limit`: {memory_limit!r} is not a size DuckDB "
+                    "understands; write it like 3GB or 512MB"
+                ) from exc
         con.raw_sql("SET TimeZone = 'UTC'")
         wh = cls(
             con, Capabilities("duckdb", delete_rows=True, persistent=path is not None)
