@@ -123,9 +123,18 @@ def _utm(url: str) -> tuple[tuple[str, str], ...]:
 
 def channel(row: dict[str, Any]) -> str:
     """One of CHANNELS for an event row with url, referrer and utm_* filled."""
-    medium = (row.get("utm_medium") or "").lower()
-    source = (row.get("utm_source") or "").lower()
-    if medium or source or row.get("utm_campaign"):
+    return _channel(
+        (row.get("utm_medium") or "").lower(),
+        (row.get("utm_source") or "").lower(),
+        bool(row.get("utm_campaign")),
+        _host(row.get("referrer")),
+        _host(row.get("url")),
+    )
+
+
+@lru_cache(maxsize=65536)
+def _channel(medium: str, source: str, campaign: bool, ref: str, host: str) -> str:
+    if medium or source or campaign:
         if medium in _PAID:
             return "paid search"
         if medium == "email" or source in ("newsletter", "email"):
@@ -137,8 +146,7 @@ def channel(row: dict[str, Any]) -> str:
         if medium == "referral":
             return "referral"
         return "campaign"
-    ref = _host(row.get("referrer"))
-    if not ref or ref == _host(row.get("url")):
+    if not ref or ref == host:
         return "direct"
     if _SEARCH.search(ref):
         return "organic search"
