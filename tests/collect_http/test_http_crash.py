@@ -3,12 +3,13 @@ exactly once, and nothing appears that was never sent."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import httpx
-from collect_http_support import KEY, Server, make_workspace, table
+from collect_http_support import CLM, KEY, Server, free_port, make_workspace, table
 
 THREADS, BATCH = 4, 50
 
@@ -56,12 +57,20 @@ def test_kill_9_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     stop.set()
     for t in workers:
         t.join(timeout=10)
-    print(f"acked {len(acked)} of {len(sent)} sent")
     assert len(acked) > 1000, "the load did not run long enough to test anything"
 
     # A restart recovers the spool and loads what was acknowledged; SIGTERM then
     # drains the loader so the warehouse can be read.
     again = Server(ws, port=srv.port).start()
+    # A second server on the same workspace is refused with one clear message.
+    second = subprocess.run(
+        [CLM, "serve", "--workspace", str(ws), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "another clm" in second.stdout + second.stderr
     again.stop()
     ev = table(ws, "events")
     stored = set(ev.event_id)

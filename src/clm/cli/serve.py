@@ -53,12 +53,18 @@ def serve(
     # cyclic collector run every few requests and showed up in the p99 latency.
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    uvicorn.run(
-        create_app(intake),
-        host=bind,
-        port=listen,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
-    ws.close()
+    # Started here, not only in the app's lifespan, so that a spool already in use
+    # is reported as one clear error instead of a server traceback.
+    intake.start()
+    try:
+        uvicorn.run(
+            create_app(intake),
+            host=bind,
+            port=listen,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
+    finally:
+        intake.stop()  # a no-op after a clean shutdown; loads the spool otherwise
+        ws.close()

@@ -85,8 +85,13 @@ class Intake:
         self.loader: Loader | None = None
         self.accepted = 0
         self.rejected = 0
+        self.running = False
 
     def start(self) -> None:
+        """Open the spool, load what a previous run left, start the loader (once)."""
+        if self.running:
+            return
+        self.running = True
         self.spool.start()
         # Requests are served by one Python thread; a loader spreading over every
         # core would take CPU from it exactly when load is highest (p99 spikes).
@@ -105,6 +110,9 @@ class Intake:
 
     def stop(self) -> None:
         """Seal the spool, then load everything: a clean stop leaves no segment."""
+        if not self.running:
+            return
+        self.running = False
         self.spool.close()
         if self.loader is not None:
             self.loader.stop()
