@@ -79,7 +79,8 @@ def run_once(customers: int) -> dict:
         raise SystemExit(proc.stderr)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far; sizes run smallest first.
+    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run sizes smallest
+    # first.
     result["peak_rss_mb"] = round(max(peak_kb, before) / 1024)
     result["customers_in"] = customers
     shutil.rmtree(ws, ignore_errors=True)

@@ -8,7 +8,7 @@
     ├── ImportFormatError (ValueError) a file cannot be read or mapped at all
     ├── WorkspaceError (FileNotFoundError) no workspace where one was expected
     ├── NotFoundError (KeyError)      a customer, model, run … that does not exist
-    ├── EngineError (RuntimeError)    the engine failed; `transient` says if a retry helps
+    ├── EngineError (RuntimeError)    the engine failed; `transient`: can a retry help
     └── ConvergenceError (RuntimeError) a model fit did not converge
 
 Domain errors also inherit the builtin that fits, so callers may catch either. Messages

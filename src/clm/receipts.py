@@ -1,4 +1,4 @@
-"""Receipts: what an import or a run did, for the CLI to print and tests to assert on."""
+"""Receipts: what an import or a run did, for the CLI to print and tests to check."""
 
 from __future__ import annotations
 

@@ -136,13 +136,14 @@ CONFLICT_POLICIES = ("block", "merge")
 
 
 def resolve(values: dict[str, Any]) -> dict[str, Any]:
-    """Defaults, overlaid by clm.yaml `values`, overlaid by CLM_* environment variables."""
+    """Defaults, overlaid by clm.yaml `values`, overlaid by CLM_* variables."""
     unknown = set(values) - set(BY_NAME)
     if unknown:
         from clm.errors import known
 
         raise ConfigError(
-            f"clm.yaml: unknown setting(s) {', '.join(sorted(unknown))}; known: {known(BY_NAME)}"
+            f"clm.yaml: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {known(BY_NAME)}"
         )
     out: dict[str, Any] = {}
     for s in SETTINGS:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import date
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -59,8 +59,17 @@ class Operations:
 
     root: Path
     config: dict[str, Any]
-    warehouse: Warehouse
-    timezone: ZoneInfo
+
+    if TYPE_CHECKING:  # provided by Workspace
+
+        @property
+        def warehouse(self) -> Warehouse: ...
+
+        @property
+        def timezone(self) -> ZoneInfo: ...
+
+        @property
+        def currency(self) -> str: ...
 
     # models -------------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ def test_docs_list_every_setting():
 
 
 def test_bad_values_name_the_setting_and_the_valid_ones():
-    with pytest.raises(ConfigError, match="timezone.*'Mars/Base'.*IANA"):
+    with pytest.raises(ConfigError, match=r"timezone.*'Mars/Base'.*IANA"):
         settings.resolve({"timezone": "Mars/Base"})
-    with pytest.raises(ConfigError, match="language.*'fr'.*en, de"):
+    with pytest.raises(ConfigError, match=r"language.*'fr'.*en, de"):
         settings.resolve({"language": "fr"})
-    with pytest.raises(ConfigError, match="unknown setting.*colour.*known: "):
+    with pytest.raises(ConfigError, match=r"unknown setting.*colour.*known: "):
         settings.resolve({"colour": "blue"})
 
 

@@ -188,7 +188,7 @@ def test_errors_are_clear_and_without_traceback(cdnow, tmp_path):
 
 
 def test_uci_online_retail_end_to_end(shared_data, tmp_path):
-    """The issue's own mapping on the messy UCI file, then run, stages, metrics, report."""
+    """The issue's mapping on the messy UCI file; then run, stages, metrics, report."""
     ws = tmp_path / "uci"
     clm("init", str(ws), "--timezone", "Europe/London", "--currency", "GBP")
     imp = json.loads(

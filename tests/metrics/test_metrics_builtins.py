@@ -2,7 +2,8 @@
 
 The events are those of the stage-history suite; the intervals they produce (worked out
 there) are, with weeks named by their Monday:
-    c1: buyer Jan 1 | active Jan 8–22 | lapsed Jan 29–Feb 5 | buyer Feb 12–26 | lapsed Mar 4+
+    c1: buyer Jan 1 | active Jan 8–22 | lapsed Jan 29–Feb 5 | buyer Feb 12–26 |
+        lapsed Mar 4+
     c2: visitor Mar 18 (its only event, in the last week)
     c3: buyer Jan 15–22 | lapsed Jan 29+
     c4: buyer Jan 8–22  | lapsed Jan 29+
@@ -189,11 +190,11 @@ def test_monthly_grain_and_incomplete_last_period(weekly):
 
 def test_metric_calls_are_checked():
     stages = ["a", "b"]
-    with pytest.raises(MetricError, match="unknown metric `revnue`; known: .*revenue"):
+    with pytest.raises(MetricError, match=r"unknown metric `revnue`; known: .*revenue"):
         check_call("revnue", (), stages)
     with pytest.raises(MetricError, match=r"takes \(stage\), got 0"):
         check_call("conversion_rate_to", (), stages)
-    with pytest.raises(MetricError, match="unknown stage `c`; known: a, b"):
+    with pytest.raises(MetricError, match=r"unknown stage `c`; known: a, b"):
         check_call("conversion_rate_to", ("c",), stages)
     for name in (
         "population",

@@ -187,7 +187,7 @@ def import_events(
     render.print_json(r.to_dict()) if as_json else render.receipt(r)
 
 
-# -- run, stages, metrics ---------------------------------------------------------------
+# -- run, stages, metrics --------------------------------------------------------------
 
 
 @app.command()
@@ -200,7 +200,7 @@ def run(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compute each customer's stage history and the transitions (replays everything)."""
+    """Compute each customer's stage history and transitions (replays all of it)."""
     ws = _ws(workspace)
     receipts = ws.run(
         model, as_of=_date(as_of, "--as-of"), progress=render.RichProgress(not as_json)
@@ -328,7 +328,7 @@ def report(
         render.console.print(f"report written: {path}")
 
 
-# -- models -----------------------------------------------------------------------------
+# -- models ----------------------------------------------------------------------------
 
 
 @app.command("validate")
@@ -359,7 +359,7 @@ def validate(
     )
 
 
-# -- demo -------------------------------------------------------------------------------
+# -- demo ------------------------------------------------------------------------------
 
 
 @app.command()
@@ -391,7 +391,8 @@ def demo(
     marker = workspace / ".clm-demo"
     if workspace.exists() and any(workspace.iterdir()) and not marker.exists():
         raise ClmError(
-            f"{workspace} exists and is not a demo workspace; choose another --workspace"
+            f"{workspace} exists and is not a demo workspace; "
+            "choose another --workspace"
         )
     if workspace.exists():
         shutil.rmtree(workspace)

@@ -1,12 +1,12 @@
-"""Reporting periods in the workspace's time zone, as UTC instants the engine can join on.
+"""Reporting periods in the workspace's time zone, as UTC instants the engine can join
+on.
 
 A period of grain day/week/month/quarter starts at local midnight (weeks on Monday, ISO
-8601). Across a daylight-saving change a day is 23 or 25 hours long; periods are computed
-here, in Python with zoneinfo, so that no engine has to know time zones. The engine maps a
-timestamp to its period with an equi-join on 15-minute buckets: every local midnight of
-every real time zone falls on a quarter hour of UTC, so a bucket never straddles two
-periods.
-"""
+8601). Across a daylight-saving change a day is 23 or 25 hours long; periods are
+computed here, in Python with zoneinfo, so that no engine has to know time zones. The
+engine maps a timestamp to its period with an equi-join on 15-minute buckets: every
+local midnight of every real time zone falls on a quarter hour of UTC, so a bucket never
+straddles two periods."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Calendar:
         )
 
     def buckets_frame(self) -> pd.DataFrame:
-        """15-minute bucket key → period index, for every bucket before the observation end."""
+        """15-minute bucket key → period index, for each bucket before the end."""
         first = _epoch(self.bounds[0]) // BUCKET_SECONDS
         last = _epoch(self.observation_end) // BUCKET_SECONDS  # exclusive
         keys = np.arange(first, last, dtype="int64")
@@ -102,7 +102,7 @@ class Calendar:
 def build_calendar(
     grain: str, tz: ZoneInfo, first: datetime, observation_end: datetime
 ) -> Calendar:
-    """Periods from the one containing `first` to the one containing the end's last instant."""
+    """Periods from the one containing `first` to the one with the end's last second."""
     start = period_start(local_date(first, tz), grain)
     last_day = local_date(observation_end - timedelta(microseconds=1), tz)
     starts = [start]
@@ -117,7 +117,7 @@ def build_calendar(
 
 
 def end_of_local_day(instant: datetime, tz: ZoneInfo) -> datetime:
-    """UTC instant of the local midnight after `instant`: the default observation end."""
+    """UTC instant of the local midnight after `instant`: the default end."""
     return local_midnight_utc(local_date(instant, tz) + timedelta(days=1), tz)
 
 

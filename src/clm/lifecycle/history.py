@@ -1,22 +1,23 @@
-"""Stage history: each customer's stage as SCD-2 intervals, and the transitions between them.
+"""Stage history: each customer's stage as SCD-2 intervals, and the transitions between
+them.
 
 Semantics. A model of grain G splits time into periods of the reporting time zone. A
 customer's stage in period k is decided by the model's rules over its features evaluated
 at the end of period k (for the last, unfinished period: at the observation end), so all
-events of the period count. `valid_from` is the start of the first period with that stage,
-`valid_to` the start of the first period with another one (NULL while it holds).
+events of the period count. `valid_from` is the start of the first period with that
+stage, `valid_to` the start of the first period with another one (NULL while it holds).
 
 Cost. Work grows with events, not with customers × periods: a customer's stage can only
-change in a period where one of its events happens, where a `within` window lets an event
-go, or where a `days_since` feature crosses a threshold that a rule compares it with. Those
-*candidate* periods are collected per customer; features are running aggregates over
-per-period deltas (+x when an event enters a window, -x when it leaves), evaluated at the
-candidates only; runs of the same stage are then collapsed into intervals. A rule that
-uses a days_since feature in arithmetic cannot be solved for its thresholds: that model
-is evaluated densely, at every period of every customer, and the receipt says so.
+change in a period where one of its events happens, where a `within` window lets an
+event go, or where a `days_since` feature crosses a threshold that a rule compares it
+with. Those *candidate* periods are collected per customer; features are running
+aggregates over per-period deltas (+x when an event enters a window, -x when it leaves),
+evaluated at the candidates only; runs of the same stage are then collapsed into
+intervals. A rule that uses a days_since feature in arithmetic cannot be solved for its
+thresholds: that model is evaluated densely, at every period of every customer, and the
+receipt says so.
 
-Everything here is Ibis, so the same code runs on DuckDB and on Spark.
-"""
+Everything here is Ibis, so the same code runs on DuckDB and on Spark."""
 
 from __future__ import annotations
 
@@ -285,11 +286,11 @@ def _window_end(
         e = t.p + f.within_periods
         return t.mutate(_e=ibis.ifelse(e < cal.n, e, ibis.null("int64")))
     assert f.within_days is not None
-    return _period_of(t, seconds + int(round(f.within_days * DAY)), buckets, "_e")
+    return _period_of(t, seconds + round(f.within_days * DAY), buckets, "_e")
 
 
 def _slots(f: FeatureSpec) -> dict[str, str]:
-    """Columns a feature contributes to the union of per-period rows, with their types."""
+    """Columns a feature adds to the union of per-period rows, with their types."""
     n = f.name
     if f.kind == "count" or f.kind == "count_distinct":
         return {f"a_{n}": "int64"}
@@ -322,13 +323,17 @@ def _streams(
         if f.kind == "count":
             shared[f"a_{n}"] = cond.cast("int64").sum()
         elif f.kind == "sum":
-            shared[f"a_{n}"] = ibis.ifelse(cond, _column(base, f).cast("float64"), 0.0).sum()
+            value = _column(base, f).cast("float64")
+            shared[f"a_{n}"] = ibis.ifelse(cond, value, 0.0).sum()
         elif f.kind in ("min", "max"):
-            v = ibis.ifelse(cond, _column(base, f).cast("float64"), ibis.null("float64"))
+            value = _column(base, f).cast("float64")
+            v = ibis.ifelse(cond, value, ibis.null("float64"))
             shared[f"x_{n}"] = v.min() if f.kind == "min" else v.max()
         elif f.kind == "days_since":
             shared[f"lt_{n}"] = ibis.ifelse(cond, base.t, ibis.null("int64")).max()
-    main = base.group_by(by).aggregate(**shared) if shared else base.select(by).distinct()
+    main = (
+        base.group_by(by).aggregate(**shared) if shared else base.select(by).distinct()
+    )
     main = wh.materialize(main, f"_clm_main_{tag}")
     streams: list[ir.Table] = [main]
     customer_level: dict[str, ir.Table] = {}
@@ -338,8 +343,10 @@ def _streams(
         windowed = f.within_days is not None or f.within_periods is not None
         if f.kind in ("count", "sum") and windowed:
             m = base.filter(_condition(base, f))
-            one = ibis.literal(1, "int64") if f.kind == "count" else (
-                _column(m, f).cast("float64")
+            one = (
+                ibis.literal(1, "int64")
+                if f.kind == "count"
+                else (_column(m, f).cast("float64"))
             )
             streams.append(_expiries(m.mutate(_x=one), f, buckets, cal, f"a_{n}"))
         elif f.kind == "count_distinct":
@@ -408,7 +415,7 @@ def _expiries(
             customer_id=per.customer_id, p=e, **{col: -per._x}
         )
     assert f.within_days is not None
-    seconds = int(round(f.within_days * DAY))
+    seconds = round(f.within_days * DAY)
     if seconds % BUCKET_SECONDS == 0:
         # The window is a whole number of buckets: shift the bucket key instead of
         # mapping every event's expiry instant on its own.
@@ -433,7 +440,8 @@ def _distinct_windows(
     key = ["customer_id", "_v"]
     cum = ibis.cumulative_window(group_by=key, order_by="p")
     occ = occ.mutate(_reach=occ._e.max().over(cum))
-    occ = occ.mutate(_prev=occ._reach.lag().over(ibis.window(group_by=key, order_by="p")))
+    ordered = ibis.window(group_by=key, order_by="p")
+    occ = occ.mutate(_prev=occ._reach.lag().over(ordered))
     occ = occ.mutate(_start=(occ._prev.isnull() | (occ.p >= occ._prev)).cast("int64"))
     occ = occ.mutate(_island=occ._start.sum().over(cum))
     isl = occ.group_by([*key, "_island"]).aggregate(s=occ.p.min(), e=occ._e.max())
@@ -451,7 +459,7 @@ def _threshold_rows(
     per: ir.Table, seconds: ir.IntegerValue, days: set[int], buckets: ir.Table
 ) -> list[ir.Table]:
     """Candidate periods where floor((E - t) / day) first reaches each threshold v:
-    the first period end E >= t + v days, i.e. the period containing t + v days - 1 s."""
+    the first period end E >= t + v days: the period containing t + v days - 1 s."""
     rows = []
     for v in sorted(d for d in days if d > 0):
         at = _period_of(per, seconds + (v * DAY - 1), buckets, "_c")
@@ -569,7 +577,7 @@ def _value(f: FeatureSpec, g: ir.Table) -> ir.Value:
     if f.kind == "last":
         value = g[f"lv_{n}"]
         if f.within_days is not None:
-            alive = (g.eval_s - g[f"lt_{n}"]) <= int(round(f.within_days * DAY))
+            alive = (g.eval_s - g[f"lt_{n}"]) <= round(f.within_days * DAY)
             return ibis.ifelse(alive, value, ibis.null("string"))
         if f.within_periods is not None:
             alive = g.p < g[f"lp_{n}"] + f.within_periods
@@ -628,7 +636,7 @@ def _compile_rule(
 
 
 def _collapse(staged: ir.Table, periods: ir.Table) -> ir.Table:
-    """Runs of one stage → intervals; a NULL stage (no rule matched) ends an interval."""
+    """Runs of one stage → intervals; a NULL stage (no rule matched) ends one."""
     w = ibis.window(group_by="customer_id", order_by="p")
     marked = staged.mutate(
         _prev=staged.stage.lag().over(w),

@@ -1,8 +1,8 @@
-"""Questions asked of stored stage history: populations as of a date, transition matrices.
+"""Questions asked of stored stage history: populations as of a date, transition
+matrices.
 
 "As of date D" means the stage a customer had in the model period containing D (that
-period's stage is evaluated at its end; see `lifecycle.history`).
-"""
+period's stage is evaluated at its end; see `lifecycle.history`)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def last_day(wh: Warehouse, model: StageModel, tz: ZoneInfo) -> date:
     raw = wh.meta(f"run:{model.name}:{model.version}")
     if raw is None:
         raise NotFoundError(
-            f"model `{model.name}` v{model.version} has not been run yet; run `clm run` first"
+            f"model `{model.name}` v{model.version} has not been run yet; "
+            "run `clm run` first"
         )
     end = datetime.fromisoformat(json.loads(raw)["observation_end"])
     return local_date(end - timedelta(seconds=1), tz)

@@ -22,9 +22,7 @@ FEATURE_KINDS = (
     "days_since_first",  # days_since_first(filter…): whole days from the first one
 )
 # Kinds whose first positional argument is the event column they read.
-KINDS_WITH_COLUMN = frozenset(
-    {"count_distinct", "sum", "min", "max", "first", "last"}
-)
+KINDS_WITH_COLUMN = frozenset({"count_distinct", "sum", "min", "max", "first", "last"})
 GRAINS = ("day", "week", "month", "quarter")
 PROGRESSIONS = ("dynamic", "forward_only")
 

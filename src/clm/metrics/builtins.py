@@ -1,6 +1,6 @@
-"""The built-in metrics. Each registers through the public `register`, like a user's own.
+"""The built-in metrics; each registers through the public `register`, as users do.
 
-Definitions (per stage S and period P; see `metrics.context` for the shared conventions):
+Definitions (per stage S and period P; `metrics.context` has the shared conventions):
 - population: customers in S at the end of P.
 - entered / exited: customers who came into / left S during P.
 - conversion_rate_to(T): moved S→T during P ÷ customers in S during P (in S at the end
@@ -10,8 +10,8 @@ Definitions (per stage S and period P; see `metrics.context` for the shared conv
 - revenue / orders: gross revenue and number of orders placed while in S, during P.
 - net_revenue: revenue less refunds booked while in S.
 - average_order_value: revenue ÷ orders.
-- repeat_purchase_rate: of the customers in S who ordered during P, the share whose order
-  was not their first.
+- repeat_purchase_rate: of the customers in S who ordered during P, the share whose
+  order was not their first.
 - revenue_share: revenue of S ÷ revenue of all stages, during P.
 Ratios with an empty denominator are NaN (shown as "–"), never 0 or infinity.
 """

@@ -1,5 +1,5 @@
-"""Compute the metrics a model attaches to its stages, per period, with the change against
-the previous period, and store them in `metric_values`."""
+"""Compute the metrics a model attaches to its stages, per period, with the change
+against the previous period, and store them in `metric_values`."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Conventions (they decide what every built-in metric means):
 - population(S, P): customers whose stage at the end of P is S.
 - entered(S, P) / exited(S, P): intervals of S that start / end within P.
 - moved(S→T, P): transitions from S to T within P.
-- orders and revenue are attributed to the stage the customer was in when ordering; refunds
-  (negative revenue on `order_refunded`) to the stage at the refund.
+- orders and revenue are attributed to the stage the customer was in when ordering;
+  refunds (negative revenue on `order_refunded`) to the stage at the refund.
 - stays(S, P): completed intervals of S that ended in P, with their length in days.
 """
 
@@ -81,7 +81,8 @@ def run_info(wh: Warehouse, model: StageModel) -> dict[str, str]:
     raw = wh.meta(f"run:{model.name}:{model.version}")
     if raw is None:
         raise NotFoundError(
-            f"model `{model.name}` v{model.version} has not been run yet; run `clm run` first"
+            f"model `{model.name}` v{model.version} has not been run yet; "
+            "run `clm run` first"
         )
     info: dict[str, str] = json.loads(raw)
     return info

@@ -82,7 +82,7 @@ def all_metrics() -> dict[str, Metric]:
 def check_call(
     name: str, args: tuple[str, ...], stages: list[str], where: str = ""
 ) -> Metric:
-    """Validate a metric call of a model: known name, right number of stage arguments."""
+    """Check a model's metric call: known name, right number of stage arguments."""
     metric = get(name)
     prefix = f"{where}: " if where else ""
     if len(args) != len(metric.params):
@@ -91,7 +91,8 @@ def check_call(
     for arg in args:
         if arg not in stages:
             raise MetricError(
-                f"{prefix}metric `{name}({arg})`: unknown stage `{arg}`; known: {known(stages)}"
+                f"{prefix}metric `{name}({arg})`: unknown stage `{arg}`; "
+                f"known: {known(stages)}"
             )
     return metric
 

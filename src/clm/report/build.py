@@ -1,4 +1,5 @@
-"""Fill a `ReportData` from a workspace: the bridge between the warehouse and the report."""
+"""Fill a `ReportData` from a workspace: the bridge between the warehouse and the
+report."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from clm.metrics.compute import compute_metrics
 from clm.report.data import Caveat, ReportData
 
 if TYPE_CHECKING:
-    from clm.workspace import Workspace
+    from clm.workspace import Operations
 
 # Populations of fewer customers than this make percentages jumpy; the report says so.
 FEW_CUSTOMERS = 30
 
 
-def build_report_data(ws: Workspace, model: StageModel, *, grain: str) -> ReportData:
+def build_report_data(ws: Operations, model: StageModel, *, grain: str) -> ReportData:
     wh, tz = ws.warehouse, ws.timezone
     result = compute_metrics(wh, model, grain=grain, timezone=tz)
     ctx = result.context

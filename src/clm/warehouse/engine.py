@@ -154,7 +154,7 @@ class Warehouse:
         where: ir.BooleanValue,
         data: ir.Table | pa.Table | pd.DataFrame | None = None,
     ) -> None:
-        """Delete the rows matching `where` (an expression on `table(name)`), then append."""
+        """Delete the rows matching `where` (on `table(name)`), then append `data`."""
         if self.capabilities.delete_rows:
             # Ibis has no DELETE: compile the filter and reuse its WHERE clause, read
             # back with sqlglot, so the delete says exactly what the expression says.
