@@ -423,7 +423,8 @@ def _finish_fast(
     reasons = (
         rows(
             wh,
-            f"SELECT _reason AS r, count(*) AS n FROM {rejects} GROUP BY 1 ORDER BY 2 DESC",
+            f"SELECT _reason AS r, count(*) AS n FROM {rejects} "
+            "GROUP BY 1 ORDER BY 2 DESC",
         )
         if invalid
         else []
