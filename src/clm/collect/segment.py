@@ -64,6 +64,10 @@ def _str(msg: dict[str, Any], key: str) -> str | None:
     value = msg.get(key)
     if value is None:
         return None
+    if type(value) is str:  # the common case first: this runs for every event
+        if "\x00" in value:
+            raise Invalid(key, "contains a NUL character", value)
+        return value
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise Invalid(key, f"expected a string, got {type(value).__name__}", value)
     text = str(value)
@@ -87,7 +91,9 @@ def _sub(obj: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, dict | list):
         return None
     return str(value)
 
