@@ -92,6 +92,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             content=gzip.compress(json.dumps({"batch": [_ok("gz-1")]}).encode()),
             headers={"Content-Encoding": "gzip"},
         )
+        fat = _ok("fat", properties={"pad": "z" * 33_000})
+        r["fat_in_batch"] = post(
+            "/v1/batch", auth=auth, json={"batch": [fat, _ok("thin")]}
+        )
         r["retry"] = post("/v1/track", auth=auth, json=_ok("mix-0"))  # a resend
         r["unknown_path"] = post("/v1/purchase", auth=auth, json=_ok("x"))
         srv.stop()
@@ -152,6 +156,16 @@ def test_mixed_batch_keeps_valid_events(run: dict) -> None:
     assert not ids & {"mix-4", "f1", "p1", "t1", "k1", "k2", "mix-3"}
 
 
+def test_message_over_32kb_in_a_batch(run: dict) -> None:
+    resp = run["r"]["fat_in_batch"]
+    assert resp.status_code == 400
+    assert resp.json()["errors"] == [
+        {"index": 0, "field": "message", "problem": "over the 32 KB limit per message"}
+    ]
+    ids = set(run["events"].event_id)
+    assert "thin" in ids and "fat" not in ids
+
+
 def test_resent_message_stored_once(run: dict) -> None:
     assert run["r"]["retry"].status_code == 200
     assert (run["events"].event_id == "mix-0").sum() == 1
@@ -164,7 +178,8 @@ def test_rejected_rows_have_reasons(run: dict) -> None:
     # Every refused message of an authenticated, parseable body is kept with its
     # reason: wrong_type, props_list, missing_ids, no_event, bad_type, nul_escaped,
     # future, past, bad_ts and the three bad ones of the mixed batch.
-    assert len(rej) == 12
+    # And the message over 32 KB in the fat batch.
+    assert len(rej) == 13
     by_field = rej.groupby("field").size().to_dict()
     assert by_field == {
         "event": 2,
@@ -172,6 +187,7 @@ def test_rejected_rows_have_reasons(run: dict) -> None:
         "properties": 1,
         "type": 1,
         "timestamp": 4,
+        "message": 1,
     }
     raw = rej[rej.reason.str.contains("ten years")].raw.iloc[0]
     assert json.loads(raw)["messageId"] == "p1"

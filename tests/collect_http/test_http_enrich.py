@@ -187,3 +187,40 @@ def test_mapping_agrees_with_file_import(workspace, tmp_path: Path) -> None:
             else:
                 assert got == want, (msg["messageId"], c, got, want)
         assert row["properties"] == json.loads(ref["properties"])
+
+
+def test_collector_settings_refuse_bad_values(tmp_path: Path) -> None:
+    from clm import settings
+    from clm.collect.intake import CollectorConfig
+    from clm.errors import ConfigError
+
+    values = settings.resolve({"serve.write_keys": ["k1=web", "k2"]})
+    cfg = CollectorConfig.from_settings(values, tmp_path)
+    assert cfg.write_keys == {"k1": "web", "k2": "default"}
+    assert cfg.spool_dir == tmp_path / "spool" and cfg.flush_interval == 1.0
+    with pytest.raises(ConfigError, match=r"serve\.write_keys.*KEY=SOURCE"):
+        CollectorConfig.from_settings(
+            settings.resolve({"serve.write_keys": ["=web"]}), tmp_path
+        )
+    with pytest.raises(ConfigError, match=r"serve\.anonymize_ip.*1 \(on\) or 0"):
+        CollectorConfig.from_settings(
+            settings.resolve({"serve.anonymize_ip": 2}), tmp_path
+        )
+
+
+def test_ip_kept_only_when_anonymisation_is_off(tmp_path: Path) -> None:
+    from clm.collect.intake import CollectorConfig, Intake
+
+    msg = {
+        "type": "track",
+        "event": "E",
+        "userId": "u",
+        "messageId": "m",
+        "context": {"ip": "198.51.100.200"},
+    }
+    for anonymize, want in ((True, "198.51.100.0"), (False, "198.51.100.200")):
+        intake = Intake(CollectorConfig(tmp_path, anonymize_ip=anonymize), None)
+        row = map_message(json.loads(json.dumps(msg)), datetime(2026, 1, 1))
+        record = json.loads(intake.event(row, "segment", "segment:t"))
+        assert record["ip"] == want
+        assert json.loads(record["context"])["ip"] == want
