@@ -44,7 +44,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             auth=auth,
             json={"event": "X", "userId": "u", "properties": [1]},
         )
-        r["missing_ids"] = post("/v1/track", auth=auth, json={"event": "X"})
+        r["missing_ids"] = post(
+            "/v1/track",
+            auth=auth,
+            json={"event": "X", "context": {"ip": "192.0.2.201"}},
+        )
         r["no_event"] = post("/v1/track", auth=auth, json={"userId": "u1"})
         r["bad_type"] = post(
             "/v1/batch",
@@ -189,6 +193,8 @@ def test_rejected_rows_have_reasons(run: dict) -> None:
         "timestamp": 4,
         "message": 1,
     }
+    with_ip = [json.loads(x) for x in rej.raw if '"ip"' in x]
+    assert [m["context"]["ip"] for m in with_ip] == ["192.0.2.0"]
     raw = rej[rej.reason.str.contains("ten years")].raw.iloc[0]
     assert json.loads(raw)["messageId"] == "p1"
     assert rej.rejected_at.notna().all()

@@ -83,7 +83,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ),
             headers=FORM,
         )
-        r["no_rec"] = c.get("/matomo.php?idsite=1&r=8")
+        r["no_rec"] = c.get("/matomo.php?idsite=1&r=8&cip=192.0.2.55")
         r["bad_site"] = c.get("/matomo.php?idsite=abc&rec=1")
         r["bad_json_bulk"] = c.post("/matomo.php", content='{"requests": 5}')
         r["resend"] = c.get("/matomo.php?" + PAGEVIEW)
@@ -194,7 +194,9 @@ def test_overrides_need_token(run: dict) -> None:
     row = _one(run["events"], user_id="srv")
     assert row["timestamp"] == datetime(2026, 1, 5, 10, 0)
     assert row["ip"] == "198.51.100.0"
-    assert "token_auth" not in json.loads(row["context"])["matomo"]
+    kept = json.loads(row["context"])["matomo"]
+    assert "token_auth" not in kept
+    assert kept["cip"] == "198.51.100.0"
 
 
 def test_invalid_requests(run: dict) -> None:
@@ -206,4 +208,6 @@ def test_invalid_requests(run: dict) -> None:
     assert r["bad_json_bulk"].json()["errors"][0]["field"] == "requests"
     rej = run["rejected"]
     assert sorted(rej.field) == ["cdt", "idgoal", "idsite", "rec"]
+    # A refused request is written too, so its address is anonymised as well.
+    assert json.loads(rej[rej.field == "rec"].raw.iloc[0])["cip"] == "192.0.2.0"
     assert rej.source.str.startswith("matomo:").all()

@@ -193,6 +193,9 @@ def map_request(
     context: dict[str, Any] = {
         "matomo": {k: v for k, v in params.items() if k != "token_auth"},
     }
+    if "cip" in params and intake.config.anonymize_ip:
+        # The address must not survive in the kept parameters either (§9).
+        context["matomo"]["cip"] = anonymize_ip(params["cip"])
     if lang := params.get("lang") or header_lang:
         context["locale"] = lang.split(",")[0]
     if res := params.get("res"):

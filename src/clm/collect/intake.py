@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from clm.collect.enrich import enrich
+from clm.collect.enrich import anonymize_ip, enrich
 from clm.collect.loader import Loader
 from clm.collect.sessions import Sessions
 from clm.collect.spool import Spool
@@ -68,6 +68,18 @@ class CollectorConfig:
             anonymize_ip=bool(config["serve.anonymize_ip"]),
             bot_filter=bool(config["serve.bot_filter"]),
         )
+
+
+def _scrub(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a refused payload with `context.ip` (Segment) and `cip` (Matomo)
+    anonymised: a reject is written to disk like any event (PRODUCT.md §9)."""
+    out = dict(raw)
+    ctx = out.get("context")
+    if isinstance(ctx, dict) and isinstance(ctx.get("ip"), str):
+        out["context"] = {**ctx, "ip": anonymize_ip(ctx["ip"])}
+    if isinstance(out.get("cip"), str):
+        out["cip"] = anonymize_ip(out["cip"])
+    return out
 
 
 def _default(value: Any) -> Any:
@@ -144,7 +156,10 @@ class Intake:
         raw: Any,
         received_at: datetime | None = None,
     ) -> bytes:
-        """The spool record of a refused event; `raw` is the payload as sent."""
+        """The spool record of a refused event; `raw` is the payload as sent, less
+        the addresses it carries when IP anonymisation is on."""
+        if self.config.anonymize_ip and isinstance(raw, dict):
+            raw = _scrub(raw)
         if isinstance(raw, bytes):
             raw = raw.decode("utf-8", "backslashreplace")
         raw_text = (
