@@ -45,6 +45,13 @@ def serve(
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(name)s %(message)s"
     )
+    if not config.write_keys:
+        render.errors.print(
+            "warning: serve.write_keys is empty, so every Segment call and /clm.js "
+            "will be refused (401); add KEY=SOURCE entries to clm.yaml",
+            markup=False,
+            highlight=False,
+        )
     render.console.print(
         f"clm collector on http://{bind}:{listen} (spool {config.spool_dir}); "
         "Ctrl-C stops it"
