@@ -14,6 +14,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from clm.receipts import Receipt
 
@@ -52,6 +53,13 @@ class RichProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def problem(label: str, message: str) -> None:
+    """An error on stderr: a red label, then the message as it is (no markup, no
+    wrapping, so that paths and names survive copy and paste)."""
+    text = Text.assemble((f"{label}: ", "bold red"), message)
+    errors.print(text, soft_wrap=True, highlight=False)
 
 
 def to_jsonable(value: Any) -> Any:

@@ -166,8 +166,7 @@ def run_model(
             intervals = wh.materialize(intervals, f"_clm_intervals_{run_id}")
             progress.advance()
         except Exception:
-            for t in ("periods", "buckets", "base", "main", "intervals"):
-                wh.drop(f"_clm_{t}_{run_id}")
+            _cleanup(wh, run_id)
             raise
 
     with receipt.timed("store"):
@@ -180,8 +179,7 @@ def run_model(
             intervals=counts["rows"][0].as_py(),
             periods=cal.n,
         )
-        for t in ("periods", "buckets", "base", "main", "intervals"):
-            wh.drop(f"_clm_{t}_{run_id}")
+        _cleanup(wh, run_id)
         progress.advance()
 
     receipt.details.update(
@@ -202,6 +200,13 @@ def run_model(
         )
     progress.done()
     return HistoryResult(receipt, cal)
+
+
+def _cleanup(wh: Warehouse, run_id: str) -> None:
+    """Drop the temporary tables of one run (all are named `_clm_…_<run id>`)."""
+    for name in wh.con.list_tables():
+        if name.startswith("_clm_") and name.endswith(f"_{run_id}"):
+            wh.drop(name)
 
 
 def _end_of_date(d: date, tz: ZoneInfo) -> datetime:
@@ -357,7 +362,7 @@ def _streams(
                     firsts.group_by(by).aggregate(**{f"a_{n}": firsts.count()})
                 )
             else:
-                streams += _distinct_windows(m, f, buckets, cal)
+                streams += _distinct_windows(wh, m, f, buckets, cal, tag)
         elif f.kind == "last":
             m = _matching(base, f)
             per = m.group_by(by).aggregate(
@@ -429,7 +434,12 @@ def _expiries(
 
 
 def _distinct_windows(
-    m: ir.Table, f: FeatureSpec, buckets: ir.Table, cal: Calendar
+    wh: Warehouse,
+    m: ir.Table,
+    f: FeatureSpec,
+    buckets: ir.Table,
+    cal: Calendar,
+    tag: str,
 ) -> list[ir.Table]:
     """count_distinct within a window: +1 when a value's presence starts, -1 when the
     last of its occurrences has left the window (overlapping presences merged)."""
@@ -445,6 +455,8 @@ def _distinct_windows(
     occ = occ.mutate(_start=(occ._prev.isnull() | (occ.p >= occ._prev)).cast("int64"))
     occ = occ.mutate(_island=occ._start.sum().over(cum))
     isl = occ.group_by([*key, "_island"]).aggregate(s=occ.p.min(), e=occ._e.max())
+    # Both streams below read the islands: compute them once.
+    isl = wh.materialize(isl, f"_clm_isl_{n}_{tag}")
     plus = isl.group_by(customer_id=isl.customer_id, p=isl.s).aggregate(
         **{f"a_{n}": isl.count()}
     )

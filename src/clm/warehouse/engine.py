@@ -82,6 +82,9 @@ class Warehouse:
                     "understands; write it like 3GB or 512MB"
                 ) from exc
         con.raw_sql("SET TimeZone = 'UTC'")
+        # DuckDB would draw its own bar on the terminal; progress goes through
+        # clm.progress instead (the collect readers poll query_progress()).
+        con.raw_sql("SET enable_progress_bar_print = false")
         wh = cls(
             con, Capabilities("duckdb", delete_rows=True, persistent=path is not None)
         )
