@@ -129,6 +129,13 @@ SETTINGS: tuple[Setting, ...] = (
         ["crm_id"],
         "Trait names whose values are identifiers (custom ids from a CRM or shop)",
     ),
+    Setting(
+        "serve.read_tokens",
+        list,
+        [],
+        "Tokens for the read API and dashboard (Bearer); empty: open to whoever can "
+        "reach serve.host",
+    ),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
 LANGUAGES = ("en", "de")

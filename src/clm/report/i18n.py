@@ -167,6 +167,57 @@ _EN: dict[str, str] = {
         "their earlier history and may appear in an earlier stage than they are."
     ),
     "caveat.unknown": "Note ({code}): {details}",
+    # dashboard of `clm serve` (clm.server.dashboard)
+    "dash.overview": "Overview",
+    "dash.transitions": "Transitions",
+    "dash.cohorts": "Cohorts",
+    "dash.customers": "Customers",
+    "dash.models": "Stage models",
+    "dash.report": "Download report",
+    "dash.error": "Error",
+    "dash.login": "Sign in",
+    "dash.token": "Read token",
+    "dash.wrong_token": "That token is not one of the read tokens; ask your admin.",
+    "dash.as_of": "As of {day}",
+    "dash.data_until": "The data end on {date}; later days are not covered yet.",
+    "dash.entered_from": "Entered from",
+    "dash.exited_to": "Left for",
+    "dash.time_in_stage": "Time in stage",
+    "dash.median_mean": "median {median}, mean {mean} (finished stays)",
+    "dash.channels": "Channels that feed this stage (first touch)",
+    "dash.customers_in_stage": "Customers in this stage now: {count}",
+    "dash.next_page": "Next page",
+    "dash.from_day": "From",
+    "dash.to_day": "To",
+    "dash.show": "Show",
+    "dash.cohorts_desc": (
+        "Share of each first-order month's customers who ordered again k months later"
+    ),
+    "dash.search_hint": "Customer id, user id, email, phone or any trait",
+    "dash.search": "Search",
+    "dash.found": "{count} customers found",
+    "dash.orders": "Orders",
+    "dash.revenue": "Revenue",
+    "dash.first_seen": "First seen",
+    "dash.last_seen": "Last seen",
+    "dash.first_channel": "First channel",
+    "dash.customer": "Customer",
+    "dash.profile": "Profile",
+    "dash.identifiers": "Identifiers",
+    "dash.stage_history": "Stage history",
+    "dash.events": "Events ({count})",
+    "dash.time": "Time",
+    "dash.type": "Type",
+    "dash.event": "Event",
+    "dash.channel": "Channel",
+    "dash.editor_hint": (
+        "Edit the YAML: it is checked as you type; Preview shows the populations "
+        "under the draft before anything is saved."
+    ),
+    "dash.valid": "The draft is valid.",
+    "dash.preview": "Preview",
+    "dash.line": "line {line}",
+    "dash.sample": "Replayed on every {every}. customer, scaled up; as of {as_of}.",
 }
 
 _DE: dict[str, str] = {
@@ -302,6 +353,61 @@ _DE: dict[str, str] = {
         "als sie tatsächlich sind."
     ),
     "caveat.unknown": "Hinweis ({code}): {details}",
+    # Dashboard von `clm serve` (clm.server.dashboard)
+    "dash.overview": "Überblick",
+    "dash.transitions": "Phasenwechsel",
+    "dash.cohorts": "Kohorten",
+    "dash.customers": "Kunden",
+    "dash.models": "Phasenmodelle",
+    "dash.report": "Bericht herunterladen",
+    "dash.error": "Fehler",
+    "dash.login": "Anmelden",
+    "dash.token": "Lese-Token",
+    "dash.wrong_token": (
+        "Dieses Token ist kein Lese-Token; fragen Sie Ihre Administration."
+    ),
+    "dash.as_of": "Stand {day}",
+    "dash.data_until": "Die Daten reichen bis {date}; spätere Tage fehlen noch.",
+    "dash.entered_from": "Gekommen aus",
+    "dash.exited_to": "Gewechselt nach",
+    "dash.time_in_stage": "Verweildauer",
+    "dash.median_mean": "Median {median}, Mittel {mean} (abgeschlossene Aufenthalte)",
+    "dash.channels": "Kanäle, die diese Phase speisen (erster Kontakt)",
+    "dash.customers_in_stage": "Kunden derzeit in dieser Phase: {count}",
+    "dash.next_page": "Nächste Seite",
+    "dash.from_day": "Von",
+    "dash.to_day": "Bis",
+    "dash.show": "Anzeigen",
+    "dash.cohorts_desc": (
+        "Anteil der Kunden eines Erstkaufmonats, die k Monate später erneut kauften"
+    ),
+    "dash.search_hint": "Kunden-ID, User-ID, E-Mail, Telefon oder ein Merkmal",
+    "dash.search": "Suchen",
+    "dash.found": "{count} Kunden gefunden",
+    "dash.orders": "Bestellungen",
+    "dash.revenue": "Umsatz",
+    "dash.first_seen": "Zuerst gesehen",
+    "dash.last_seen": "Zuletzt gesehen",
+    "dash.first_channel": "Erster Kanal",
+    "dash.customer": "Kunde",
+    "dash.profile": "Profil",
+    "dash.identifiers": "Kennungen",
+    "dash.stage_history": "Phasenverlauf",
+    "dash.events": "Ereignisse ({count})",
+    "dash.time": "Zeit",
+    "dash.type": "Typ",
+    "dash.event": "Ereignis",
+    "dash.channel": "Kanal",
+    "dash.editor_hint": (
+        "YAML bearbeiten: Es wird beim Tippen geprüft; Vorschau zeigt die Phasen "
+        "unter dem Entwurf, bevor etwas gespeichert wird."
+    ),
+    "dash.valid": "Der Entwurf ist gültig.",
+    "dash.preview": "Vorschau",
+    "dash.line": "Zeile {line}",
+    "dash.sample": (
+        "Nachgerechnet an jedem {every}. Kunden, hochgerechnet; Stand {as_of}."
+    ),
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": _EN, "de": _DE}

@@ -21,11 +21,12 @@ import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from clm.collect import http_matomo, http_segment
 from clm.collect.http_segment import Answer
 from clm.collect.intake import Intake
+from clm.server.api import read_routes
 
 log = logging.getLogger("clm.server")
 
@@ -174,5 +175,6 @@ def create_app(intake: Intake) -> Starlette:
         Route("/matomo.php", matomo, methods=["GET", "POST", "OPTIONS"]),
         Route("/piwik.php", matomo, methods=["GET", "POST", "OPTIONS"]),
         Route("/clm.js", clm_js, methods=["GET"]),
+        Mount("", routes=read_routes(intake)),  # read API and dashboard (server.api)
     ]
     return Starlette(routes=routes, lifespan=lifespan)

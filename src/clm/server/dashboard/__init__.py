@@ -1,0 +1,1 @@
+"""The dashboard of `clm serve`: Jinja2 pages over `clm.server.views`, local assets."""

@@ -1,0 +1,758 @@
+"""The read functions behind every dashboard page and its JSON twin (STYLE.md point 14).
+
+Each public function takes a `Reader` and plain, already checked arguments, and returns
+a JSON-ready dict; `clm.server.api` serialises it, `clm.server.dashboard` renders it.
+Neither front end queries the warehouse itself, so a page and its API call always show
+the same figures.
+
+Concurrency. `clm serve` holds the workspace's DuckDB file open (one writer process per
+file), and its loader thread writes events through that connection. A DuckDB Python
+connection must not be used by two threads at once, but `connection.cursor()` opens an
+independent connection to the *same* database instance: it sees every committed write
+(MVCC snapshots per query) and may run beside the loader. The `Reader` therefore keeps
+one cursor, wrapped in an Ibis backend and a `Warehouse`, per request thread
+(`threading.local`); Starlette runs our sync endpoints in its thread pool, so a thread
+never shares its cursor. Nothing here writes to the warehouse: the model preview runs
+on a copy of a sample of customers in an in-memory DuckDB.
+
+Speed. Stage populations, transitions and KPIs only change when `clm run` stores a new
+history (which cannot happen while the server holds the file), so their results are
+cached per "data stamp" (the latest receipt); metrics are read from `metric_values`,
+which `clm run`/`clm metrics` precompute, and only computed when missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from clm.errors import ConfigError, ModelError, NotFoundError, known
+from clm.lifecycle import queries
+from clm.lifecycle.spec import StageModel
+from clm.warehouse.engine import Warehouse
+from clm.workspace import CONFIG_FILE, Workspace
+
+log = logging.getLogger("clm.server")
+
+GRAINS = ("day", "week", "month", "quarter")
+MAX_PAGE_SIZE = 500
+PREVIEW_CUSTOMERS = 5000  # the model preview replays a sample of at most this many
+
+
+class Reader:
+    """The server's read side: workspace settings and models, a cursor per thread."""
+
+    def __init__(self, ws: Workspace, wh: Warehouse) -> None:
+        self.ws = ws
+        self.base = wh
+        self.local = threading.local()
+        self.cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self.lock = threading.Lock()
+        self._models: tuple[float, list[StageModel]] | None = None
+
+    @classmethod
+    def for_warehouse(cls, wh: Warehouse, near: Path) -> Reader:
+        """Find the workspace (clm.yaml) at or above `near` and read over `wh`."""
+        for folder in (near, *near.parents):
+            if (folder / CONFIG_FILE).exists():
+                return cls(Workspace(folder), wh)
+        raise ConfigError(f"no {CONFIG_FILE} at or above {near}; serve a workspace")
+
+    @property
+    def wh(self) -> Warehouse:
+        """This thread's warehouse: its own DuckDB cursor on the server's database."""
+        wh: Warehouse | None = getattr(self.local, "wh", None)
+        if wh is None:
+            cursor = self.base.con.con.cursor()
+            wh = Warehouse(ibis.duckdb.from_connection(cursor), self.base.capabilities)
+            self.local.wh = wh
+        return wh
+
+    @property
+    def tz(self) -> Any:
+        return self.ws.timezone
+
+    def models(self) -> list[StageModel]:
+        """The workspace's models, reloaded when clm.yaml changes."""
+        stamp = (self.ws.root / CONFIG_FILE).stat().st_mtime
+        if self._models is None or self._models[0] != stamp:
+            self.ws = Workspace(self.ws.root)
+            self._models = (stamp, self.ws.models())
+        return self._models[1]
+
+    def model(self, name: str | None) -> StageModel:
+        models = self.models()
+        if not models:
+            raise ConfigError("clm.yaml lists no stage models under `models`")
+        if not name:
+            return models[0]
+        for m in models:
+            if m.name == name:
+                return m
+        raise NotFoundError(
+            f"model={name!r}: no such stage model; known: "
+            f"{known(m.name for m in models)} (add it to `models` in clm.yaml)"
+        )
+
+    def stamp(self) -> str:
+        """Changes whenever something is imported or run: the cache key's data part."""
+        row = self.wh.con.con.execute(
+            "SELECT max(started_at), count(*) FROM receipts"
+        ).fetchone()
+        return f"{row[0]}|{row[1]}" if row else ""
+
+    def cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """`make()` once per key and data stamp; a small LRU of 256 results."""
+        full = (*key, self.stamp())
+        with self.lock:
+            if full in self.cache:
+                self.cache.move_to_end(full)
+                return self.cache[full]
+        value = make()
+        with self.lock:
+            self.cache[full] = value
+            while len(self.cache) > 256:
+                self.cache.popitem(last=False)
+        return value
+
+    def sql(self, text: str, params: list[Any] | None = None) -> pd.DataFrame:
+        return self.wh.con.con.execute(text, params or []).df()
+
+    def has(self, table: str) -> bool:
+        row = self.wh.con.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+        ).fetchone()
+        return bool(row and row[0])
+
+
+# -- JSON helpers --------------------------------------------------------------------
+
+
+def plain(value: Any) -> Any:
+    """A value JSON can carry: NaN → None, timestamps → ISO 8601 with offset."""
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, pd.Timestamp):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        # Stored timestamps are UTC without a zone; say so in the text.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): plain(v) for k, v in row.items()} for row in df.to_dict("records")]
+
+
+def page_of(total: int, page: int, page_size: int) -> dict[str, Any]:
+    pages = max(1, math.ceil(total / page_size)) if page_size else 1
+    return {
+        "page": page,
+        "page_size": page_size,
+        "total": total,
+        "pages": pages,
+        "next": page + 1 if page < pages else None,
+    }
+
+
+# -- models --------------------------------------------------------------------------
+
+
+def model_summary(m: StageModel) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "version": m.version,
+        "grain": m.grain,
+        "progression": m.progression,
+        "description": m.description,
+        "source": m.source,
+        "stages": [
+            {"name": s.name, "labels": dict(s.labels), "churned": bool(s.churned)}
+            for s in m.stages
+        ],
+        "features": sorted(m.features),
+        "metrics": {k: [c.key for c in v] for k, v in m.metrics.items()},
+    }
+
+
+def list_models(r: Reader) -> dict[str, Any]:
+    return {"models": [model_summary(m) for m in r.models()]}
+
+
+def show_model(r: Reader, name: str) -> dict[str, Any]:
+    m = r.model(name)
+    runs = r.sql(
+        "SELECT value FROM clm_meta WHERE key = ?", [f"run:{m.name}:{m.version}"]
+    )
+    return {
+        **model_summary(m),
+        "yaml": m.text,
+        "last_run": json.loads(runs.value.iloc[-1]) if len(runs) else None,
+    }
+
+
+def validate_model(text: str) -> dict[str, Any]:
+    """Parse and check a draft; errors carry the line the editor marks."""
+    from clm.lifecycle.model import load_model_text
+
+    try:
+        m = load_model_text(text, "draft.yaml")
+    except ModelError as exc:
+        return {
+            "valid": False,
+            "errors": [
+                {
+                    "message": str(exc),
+                    "detail": exc.detail,
+                    "line": exc.line,
+                    "stage": exc.stage,
+                }
+            ],
+        }
+    return {"valid": True, "errors": [], "model": model_summary(m)}
+
+
+def preview_model(r: Reader, text: str) -> dict[str, Any]:
+    """Stage populations under a draft, replayed on a sample of customers in memory.
+
+    The sample is every customer whose id hashes into the first 1/k of the space,
+    k chosen so that at most PREVIEW_CUSTOMERS are replayed; the counts are scaled
+    back by k and the answer says so.
+    """
+    from clm.lifecycle.history import run_model
+    from clm.lifecycle.model import load_model_text
+
+    checked = validate_model(text)
+    if not checked["valid"]:
+        return {**checked, "populations": []}
+    draft = load_model_text(text, "draft.yaml")
+    n = int(r.sql("SELECT count(DISTINCT customer_id) AS n FROM customers").n.iloc[0])
+    k = max(1, math.ceil(n / PREVIEW_CUSTOMERS))
+    cond = f"hash(customer_id) % {k} = 0"
+    customers = r.wh.con.con.execute(
+        f"SELECT * FROM customers WHERE {cond}"
+    ).fetch_arrow_table()
+    events = r.wh.con.con.execute(
+        f"""SELECT e.* FROM events e WHERE
+        ('user:' || trim(e.user_id)) IN (SELECT identifier FROM customers WHERE {cond})
+        OR ('anon:' || trim(e.anonymous_id)) IN
+           (SELECT identifier FROM customers WHERE {cond})"""
+    ).fetch_arrow_table()
+    mem = Warehouse.duckdb(None, threads=1)
+    mem.con.con.register("customers_src", customers)
+    mem.con.con.execute("INSERT INTO customers SELECT * FROM customers_src")
+    mem.con.con.register("events_src", events)
+    mem.con.con.execute("INSERT INTO events SELECT * FROM events_src")
+    try:
+        if len(events) == 0:
+            return {**checked, "populations": [], "sample_every": k}
+        run_model(mem, draft, timezone=r.tz)
+        day = queries.last_day(mem, draft, r.tz)
+        pops = queries.populations(mem, draft, day, r.tz)
+    finally:
+        mem.close()
+    pops["customers"] = pops.customers * k
+    return {
+        **checked,
+        "as_of": day.isoformat(),
+        "sample_every": k,
+        "populations": records(pops),
+    }
+
+
+# -- stages --------------------------------------------------------------------------
+
+
+def _as_of(r: Reader, m: StageModel, day: date | None) -> date:
+    return day or queries.last_day(r.wh, m, r.tz)
+
+
+def populations(r: Reader, model: str | None, as_of: date | None) -> dict[str, Any]:
+    m = r.model(model)
+    day = _as_of(r, m, as_of)
+
+    def make() -> dict[str, Any]:
+        df = queries.populations(r.wh, m, day, r.tz)
+        return {
+            "model": m.name,
+            "version": m.version,
+            "as_of": day.isoformat(),
+            "timezone": r.tz.key,
+            "total": int(df.customers.sum()),
+            "stages": records(df),
+        }
+
+    return dict(r.cached(("populations", m.name, m.version, day), make))
+
+
+def _metric_rows(r: Reader, m: StageModel, grain: str) -> pd.DataFrame:
+    """Stored metric values of the model and grain; computed (not stored) if none."""
+    df = r.sql(
+        "SELECT stage, metric, period_start, value FROM metric_values "
+        "WHERE model = ? AND model_version = ? AND grain = ? AND segment = '' "
+        "ORDER BY stage, metric, period_start",
+        [m.name, m.version, grain],
+    )
+    if df.empty:
+        from clm.metrics.compute import compute_metrics
+
+        res = compute_metrics(r.wh, m, grain=grain, timezone=r.tz, store=False)
+        df = res.values[["stage", "metric", "period_start", "value"]].copy()
+    df["period_start"] = pd.to_datetime(df.period_start).dt.date
+    df = df.sort_values(["stage", "metric", "period_start"]).reset_index(drop=True)
+    prev = df.groupby(["stage", "metric"], sort=False).value.shift(1)
+    df["previous"] = prev
+    df["change"] = (df.value - prev) / prev.abs().where(prev != 0, np.nan)
+    return df
+
+
+def metrics(
+    r: Reader,
+    model: str | None,
+    grain: str | None,
+    stage: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> dict[str, Any]:
+    m = r.model(model)
+    g = grain or m.grain
+    if stage:
+        m.stage(stage)
+    df = r.cached(("metrics", m.name, m.version, g), lambda: _metric_rows(r, m, g))
+    if stage:
+        df = df[df.stage == stage]
+    if start:
+        df = df[df.period_start >= start]
+    if end:
+        df = df[df.period_start <= end]
+    return {
+        "model": m.name,
+        "version": m.version,
+        "grain": g,
+        "timezone": r.tz.key,
+        "values": records(df),
+    }
+
+
+def population_series(
+    r: Reader,
+    model: str | None,
+    grain: str | None,
+    start: date | None = None,
+    end: date | None = None,
+) -> dict[str, Any]:
+    """Customers per stage at the end of each period (the `population` metric)."""
+    m = r.model(model)
+    g = grain or m.grain
+
+    def make() -> pd.DataFrame:
+        from clm.metrics.context import build_context
+
+        ctx = build_context(r.wh, m, g, r.tz)
+        pop = ctx.population.reindex(columns=m.stage_names, fill_value=0)
+        return (
+            pop.rename_axis("period_start")
+            .reset_index()
+            .melt(id_vars="period_start", var_name="stage", value_name="population")
+        )
+
+    df = r.cached(("series", m.name, m.version, g), make)
+    df = df.assign(period_start=pd.to_datetime(df.period_start).dt.date)
+    if start:
+        df = df[df.period_start >= start]
+    if end:
+        df = df[df.period_start <= end]
+    return {
+        "model": m.name,
+        "version": m.version,
+        "grain": g,
+        "timezone": r.tz.key,
+        "series": records(df),
+    }
+
+
+def transitions(
+    r: Reader, model: str | None, start: date | None, end: date | None
+) -> dict[str, Any]:
+    m = r.model(model)
+    last = queries.last_day(r.wh, m, r.tz)
+    end = end or last
+    start = start or end - timedelta(days=30)
+    if start > end:
+        raise ConfigError(
+            f"start={start.isoformat()} is after end={end.isoformat()}; "
+            "pass a start on or before the end"
+        )
+
+    def make() -> dict[str, Any]:
+        mat = queries.transition_matrix(r.wh, m, start, end, r.tz)
+        flows = (
+            mat.rename_axis(index="from_stage", columns="to_stage")
+            .stack()
+            .rename("customers")
+            .reset_index()
+        )
+        flows = flows[flows.customers > 0]
+        return {
+            "model": m.name,
+            "version": m.version,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "timezone": r.tz.key,
+            "not_yet": queries.NEW,
+            "rows": [str(i) for i in mat.index],
+            "columns": [str(c) for c in mat.columns],
+            "matrix": [[int(v) for v in row] for row in mat.to_numpy()],
+            "flows": records(flows),
+        }
+
+    return dict(r.cached(("transitions", m.name, m.version, start, end), make))
+
+
+def _caveats(r: Reader, m: StageModel, last: date, total: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    run = show_model(r, m.name)["last_run"] or {}
+    end = run.get("observation_end")
+    if end:
+        stop = datetime.fromisoformat(end)
+        if stop.date() < date.today():
+            out.append({"code": "data_until", "params": {"date": last.isoformat()}})
+    if not any(s.churned for s in m.stages):
+        out.append({"code": "no_churn_stage", "params": {}})
+    if total < 30:
+        out.append({"code": "few_customers", "params": {"count": total}})
+    return out
+
+
+def overview(r: Reader, model: str | None, grain: str | None) -> dict[str, Any]:
+    """Populations now and over time, one KPI card per stage, the caveats."""
+    m = r.model(model)
+    g = grain or m.grain
+    now = populations(r, m.name, None)
+    series = population_series(r, m.name, g)
+    kpis = metrics(r, m.name, g)["values"]
+    cards = []
+    for s in m.stage_names:
+        mine = [v for v in kpis if v["stage"] == s]
+        last_period = max((v["period_start"] for v in mine), default=None)
+        cards.append(
+            {
+                "stage": s,
+                "kpis": [v for v in mine if v["period_start"] == last_period],
+                "trend": {
+                    key: [v["value"] for v in mine if v["metric"] == key]
+                    for key in dict.fromkeys(v["metric"] for v in mine)
+                },
+            }
+        )
+    last = date.fromisoformat(now["as_of"])
+    return {
+        "model": m.name,
+        "version": m.version,
+        "grain": g,
+        "timezone": r.tz.key,
+        "as_of": now["as_of"],
+        "populations": now["stages"],
+        "total": now["total"],
+        "series": series["series"],
+        "cards": cards,
+        "caveats": _caveats(r, m, last, now["total"]),
+    }
+
+
+def stage_detail(
+    r: Reader,
+    model: str | None,
+    stage: str,
+    grain: str | None,
+    page: int = 1,
+    page_size: int = 50,
+) -> dict[str, Any]:
+    """A stage's KPIs over time, entries and exits, time in stage, feeding channels
+    and one page of the customers in it now."""
+    m = r.model(model)
+    m.stage(stage)
+    g = grain or m.grain
+    day = queries.last_day(r.wh, m, r.tz)
+    key = (m.name, m.version, stage)
+
+    def facts() -> dict[str, Any]:
+        hist = "model = ? AND model_version = ? AND stage = ?"
+        args = [m.name, m.version, stage]
+        # Time in stage over finished intervals: the days from entering to leaving.
+        dur = r.sql(
+            "SELECT quantile_cont(d, 0.5) AS median, avg(d) AS mean, count(*) AS n "
+            "FROM (SELECT date_diff('second', valid_from, valid_to) / 86400.0 AS d "
+            f"FROM stage_history WHERE {hist} AND valid_to IS NOT NULL)",
+            args,
+        )
+        # Channels that feed the stage: the first-touch channel of whoever entered it.
+        channels = r.sql(
+            "SELECT coalesce(p.first_channel, '(unknown)') AS channel, "
+            "count(DISTINCT h.customer_id) AS customers "
+            "FROM stage_history h LEFT JOIN profiles p USING (customer_id) "
+            f"WHERE h.{hist.replace(' AND ', ' AND h.')} GROUP BY 1 ORDER BY 2 DESC",
+            args,
+        )
+        moves = r.sql(
+            "SELECT coalesce(from_stage, ?) AS from_stage, to_stage, count(*) AS n "
+            "FROM stage_transitions WHERE model = ? AND model_version = ? "
+            "AND (to_stage = ? OR from_stage = ?) GROUP BY 1, 2 ORDER BY 3 DESC",
+            [queries.NEW, m.name, m.version, stage, stage],
+        )
+        return {
+            "time_in_stage_days": records(dur)[0],
+            "channels": records(channels),
+            "entered_from": records(
+                moves[moves.to_stage == stage][["from_stage", "n"]]
+            ),
+            "exited_to": records(moves[moves.from_stage == stage][["to_stage", "n"]]),
+        }
+
+    info = r.cached(("stage", *key), facts)
+    at = queries.stages_as_of(r.wh, m, day, r.tz)
+    mine = at.filter(at.stage == stage)
+    total = int(r.wh.scalar(mine.count()))
+    rows = (
+        mine.order_by("customer_id")
+        .limit(page_size, offset=(page - 1) * page_size)
+        .to_pandas()
+    )
+    return {
+        "model": m.name,
+        "version": m.version,
+        "stage": stage,
+        "grain": g,
+        "as_of": day.isoformat(),
+        "timezone": r.tz.key,
+        "kpis": metrics(r, m.name, g, stage)["values"],
+        **info,
+        "customers": {
+            **page_of(total, page, page_size),
+            "rows": [str(c) for c in rows.customer_id],
+        },
+    }
+
+
+# -- cohorts -------------------------------------------------------------------------
+
+
+def cohorts(r: Reader, months: int = 12) -> dict[str, Any]:
+    """Retention by first-order month: the share of each cohort that ordered again
+    in month k after its first (k = 0 is the first month, always 100%)."""
+    tz = r.tz.key
+
+    def make() -> dict[str, Any]:
+        from clm.identity.resolve import customer_events
+
+        ev = customer_events(r.wh)
+        ev = ev.filter(ev.event == "order_completed")
+        orders = ev.select("customer_id", "timestamp")
+        with_sql = r.wh.con.compile(orders)
+        df = r.sql(
+            f"""WITH o AS (
+                SELECT customer_id,
+                  date_trunc('month', timezone('{tz}', timestamp::TIMESTAMPTZ)) AS m
+                FROM ({with_sql})),
+            f AS (SELECT customer_id, min(m) AS cohort FROM o GROUP BY 1),
+            a AS (SELECT DISTINCT o.customer_id, f.cohort,
+                  date_diff('month', f.cohort, o.m) AS k
+                  FROM o JOIN f USING (customer_id))
+            SELECT cohort::DATE AS cohort, k, count(*) AS customers FROM a
+            WHERE k <= ? GROUP BY 1, 2 ORDER BY 1, 2""",
+            [months],
+        )
+        rows = []
+        for cohort, part in df.groupby("cohort", sort=True):
+            by = dict(zip(part.k.astype(int), part.customers.astype(int), strict=True))
+            size = by.get(0, 0)
+            rows.append(
+                {
+                    "cohort": pd.Timestamp(cohort).date().isoformat(),
+                    "customers": size,
+                    "retention": [
+                        (by.get(k, 0) / size if size else None)
+                        for k in range(months + 1)
+                    ],
+                }
+            )
+        return {"months": months, "timezone": tz, "cohorts": rows}
+
+    return dict(r.cached(("cohorts", months), make))
+
+
+# -- customers -----------------------------------------------------------------------
+
+
+def search_customers(
+    r: Reader, q: str, page: int = 1, page_size: int = 50
+) -> dict[str, Any]:
+    """Customers whose id, an identifier or a trait value contains `q` (any case);
+    an exact id, email or phone is looked up through identity (hashed) first."""
+    from clm.identity.view import find_customer
+
+    q = q.strip()
+    exact: list[str] = []
+    if q:
+        try:
+            exact = [
+                find_customer(r.wh, q, salt=str(r.ws.config.get("identity.salt", "")))
+            ]
+        except NotFoundError:
+            exact = []
+    like = f"%{q.lower()}%"
+    found = r.sql(
+        """SELECT customer_id FROM (
+            SELECT customer_id FROM customers WHERE lower(identifier) LIKE ?
+            UNION SELECT customer_id FROM profiles
+              WHERE lower(customer_id) LIKE ? OR lower(traits) LIKE ?)
+        ORDER BY customer_id""",
+        [like, like, like],
+    )
+    ids = list(dict.fromkeys(exact + [str(c) for c in found.customer_id]))
+    chosen = ids[(page - 1) * page_size : page * page_size]
+    prof = r.sql(
+        "SELECT customer_id, first_seen, last_seen, orders, revenue, stages, traits "
+        "FROM profiles WHERE customer_id IN (SELECT unnest(?))",
+        [chosen],
+    )
+    by = {str(row["customer_id"]): row for row in records(prof)}
+    rows = []
+    for cid in chosen:
+        row = by.get(cid, {"customer_id": cid})
+        for k in ("stages", "traits"):
+            if isinstance(row.get(k), str):
+                row[k] = json.loads(row[k] or "{}")
+        rows.append(row)
+    return {"q": q, **page_of(len(ids), page, page_size), "rows": rows}
+
+
+def customer(
+    r: Reader, customer_id: str, page: int = 1, page_size: int = 50
+) -> dict[str, Any]:
+    """The single customer view: profile, identifiers, stage history, events."""
+    from clm.identity.view import customer_view
+
+    found = r.sql(
+        "SELECT 1 FROM customers WHERE customer_id = ? UNION ALL "
+        "SELECT 1 FROM profiles WHERE customer_id = ? LIMIT 1",
+        [customer_id, customer_id],
+    )
+    if found.empty:
+        raise NotFoundError(
+            f"customer_id={customer_id!r}: no such customer; search with "
+            "/api/v1/customers?q=… by any identifier or trait"
+        )
+    v = customer_view(r.wh, customer_id, page=page, page_size=page_size)
+    tl = v["timeline"]
+    return {
+        "customer_id": customer_id,
+        "timezone": r.tz.key,
+        "profile": plain(v["profile"]),
+        "identifiers": records(v["identifiers"]),
+        "merges": records(v["merges"]),
+        "stage_history": records(v["stage_history"]),
+        "timeline": {
+            **page_of(int(tl["events"]), page, page_size),
+            "rows": records(tl["rows"]),
+        },
+    }
+
+
+# -- value, receipts -----------------------------------------------------------------
+
+
+def _customer_value(r: Reader) -> pd.DataFrame:
+    if not r.has("customer_value"):
+        raise NotFoundError(
+            "no customer values yet: run `clm clv predict` first (it also stores RFM)"
+        )
+    df = r.sql("SELECT * FROM customer_value")
+    if df.empty:
+        raise NotFoundError(
+            "customer_value is empty: run `clm clv predict` first (it also stores RFM)"
+        )
+    return df
+
+
+def rfm(r: Reader) -> dict[str, Any]:
+    """Customers and value per RFM segment, from the `customer_value` table."""
+    df = r.cached(("value",), lambda: _customer_value(r))
+    seg = next((c for c in ("rfm_segment", "segment") if c in df.columns), None)
+    if seg is None:
+        raise NotFoundError(
+            "customer_value has no RFM segment column; run `clm rfm` first"
+        )
+    agg = {"customers": (seg, "size")}
+    for col in ("monetary_value", "revenue", "predicted_clv", "clv"):
+        if col in df.columns:
+            agg[f"mean_{col}"] = (col, "mean")
+    out = df.groupby(seg).agg(**agg).reset_index().rename(columns={seg: "segment"})
+    return {"customers": len(df), "segments": records(out)}
+
+
+def clv(r: Reader) -> dict[str, Any]:
+    """Summary of predicted CLV and P(alive) from the `customer_value` table."""
+    df = r.cached(("value",), lambda: _customer_value(r))
+    out: dict[str, Any] = {"customers": len(df), "columns": {}}
+    for col in ("predicted_clv", "clv", "p_alive", "expected_purchases"):
+        if col in df.columns:
+            s = pd.to_numeric(df[col], errors="coerce")
+            out["columns"][col] = {
+                "mean": plain(s.mean()),
+                "median": plain(s.median()),
+                "p90": plain(s.quantile(0.9)),
+                "sum": plain(s.sum()),
+            }
+    return out
+
+
+def receipts(
+    r: Reader, operation: str | None, page: int = 1, page_size: int = 50
+) -> dict[str, Any]:
+    where, args = ("WHERE operation = ?", [operation]) if operation else ("", [])
+    total = int(r.sql(f"SELECT count(*) AS n FROM receipts {where}", args).n.iloc[0])
+    df = r.sql(
+        f"SELECT receipt_id, operation, source, started_at, body FROM receipts {where} "
+        "ORDER BY started_at DESC LIMIT ? OFFSET ?",
+        [*args, page_size, (page - 1) * page_size],
+    )
+    rows = []
+    for row in records(df):
+        row["body"] = json.loads(row["body"] or "{}")
+        rows.append(row)
+    return {**page_of(total, page, page_size), "rows": rows}
+
+
+def receipt(r: Reader, receipt_id: str) -> dict[str, Any]:
+    df = r.sql("SELECT * FROM receipts WHERE receipt_id = ?", [receipt_id])
+    if df.empty:
+        raise NotFoundError(
+            f"receipt_id={receipt_id!r}: no such receipt; list them at /api/v1/receipts"
+        )
+    row = records(df)[0]
+    row["body"] = json.loads(row["body"] or "{}")
+    return row
