@@ -83,21 +83,40 @@ class Operations:
             out.append(load_model(path if path.suffix in (".yaml", ".yml") else source))
         return out
 
-    def model(self, name: str | None = None) -> StageModel:
+    def model(self, name: str | None = None, version: int | None = None) -> StageModel:
+        """A model in use; with `version`, that version as it ran (kept in `models`)."""
+        from clm.errors import NotFoundError, known
+
         models = self.models()
         if not models:
             raise ConfigError("clm.yaml lists no stage models under `models`")
-        if name is None:
-            return models[0]
-        for m in models:
-            if m.name == name:
-                return m
-        from clm.errors import NotFoundError, known
-
-        raise NotFoundError(
-            f"no stage model `{name}` in this workspace; known: "
-            f"{known(m.name for m in models)} (add it to `models` in clm.yaml)"
+        found = (
+            models[0]
+            if name is None
+            else next((m for m in models if m.name == name), None)
         )
+        if found is None:
+            raise NotFoundError(
+                f"no stage model `{name}` in this workspace; known: "
+                f"{known(m.name for m in models)} (add it to `models` in clm.yaml)"
+            )
+        if version is None or version == found.version:
+            return found
+        return self._stored_model(found.name, version)
+
+    def _stored_model(self, name: str, version: int) -> StageModel:
+        from clm.errors import NotFoundError, known
+        from clm.lifecycle.model import load_model_text
+
+        t = self.warehouse.table("models")
+        rows = t.filter(t.name == name).select("version", "definition").to_pandas()
+        match = rows[rows.version == version]
+        if match.empty:
+            raise NotFoundError(
+                f"model `{name}` has no stored version {version}; versions that ran: "
+                f"{known(str(v) for v in rows.version)}"
+            )
+        return load_model_text(match.definition.iloc[0], source=f"{name} v{version}")
 
     # import -------------------------------------------------------------------------
 
@@ -152,22 +171,29 @@ class Operations:
         return receipts
 
     def stages(
-        self, model: str | None = None, as_of: date | None = None
+        self,
+        model: str | None = None,
+        as_of: date | None = None,
+        version: int | None = None,
     ) -> pd.DataFrame:
         from clm.lifecycle import queries
 
-        m = self.model(model)
+        m = self.model(model, version)
         day = as_of or queries.last_day(self.warehouse, m, self.timezone)
         df = queries.populations(self.warehouse, m, day, self.timezone)
         df.attrs.update(model=m.name, version=m.version, as_of=day.isoformat())
         return df
 
     def transitions(
-        self, start: date, end: date, model: str | None = None
+        self,
+        start: date,
+        end: date,
+        model: str | None = None,
+        version: int | None = None,
     ) -> pd.DataFrame:
         from clm.lifecycle import queries
 
-        m = self.model(model)
+        m = self.model(model, version)
         return queries.transition_matrix(self.warehouse, m, start, end, self.timezone)
 
     def metrics(
@@ -187,6 +213,51 @@ class Operations:
             grain=grain,
             timezone=self.timezone,
             stage=stage,
+        )
+
+    # customer value (clm.analyses.value) -------------------------------------------
+
+    def rfm(self, *, as_of: date | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Per-customer RFM scores and the segment table."""
+        from clm.analyses.value import rfm_summary, rfm_table
+
+        summ = rfm_summary(self.warehouse, self.timezone, as_of=as_of)
+        scores, table = rfm_table(summ)
+        table.attrs["observation_period_end"] = summ.attrs["observation_period_end"]
+        return scores, table
+
+    def clv_fit(self, *, as_of: date | None = None, model: str = "bgnbd") -> Any:
+        """Fit the purchase model and Gamma-Gamma; stored in `value_fits`."""
+        from clm.analyses.value import ValueOptions, fit_value, rfm_summary, store_fit
+
+        summ = rfm_summary(self.warehouse, self.timezone, as_of=as_of)
+        fit = fit_value(summ, model)
+        store_fit(self.warehouse, fit, ValueOptions(model=model))
+        return fit
+
+    def clv_predict(self, *, as_of: date | None = None, **options: Any) -> pd.DataFrame:
+        """Fit, predict every customer's value and store it in `customer_value`."""
+        from clm.analyses.value import ValueOptions, predict, store_values
+
+        opts = ValueOptions(**options)
+        opts.check()
+        fit = self.clv_fit(as_of=as_of, model=opts.model)
+        values = predict(fit, opts)
+        store_values(self.warehouse, values)
+        values.attrs["fit"] = fit.to_dict()
+        return values
+
+    def clv_validate(
+        self,
+        calibration_end: date,
+        *,
+        as_of: date | None = None,
+        model: str = "bgnbd",
+    ) -> tuple[Any, pd.DataFrame, str]:
+        from clm.analyses.value import validate
+
+        return validate(
+            self.warehouse, self.timezone, calibration_end, as_of=as_of, model=model
         )
 
     def report(

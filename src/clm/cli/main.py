@@ -9,6 +9,7 @@ traceback) and exits 2. No traceback reaches a user by default.
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import shutil
 import sys
@@ -39,6 +40,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Stage model name.")
 ]
+VersionOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--version", help="An older model version that ran (default: current)."
+    ),
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,9 +58,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ClmError as exc:
-            render.errors.print(
-                f"[red]error:[/red] {exc}", highlight=False, markup=False
-            )
+            render.problem("error", str(exc))
             if exc.transient:
                 render.errors.print("(this may work if you try again)")
             raise typer.Exit(1) from None
@@ -62,12 +67,11 @@ def friendly(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("CLM_DEBUG"):
                 raise
-            render.errors.print(
-                f"internal error: {type(exc).__name__}: {exc}\n"
+            render.problem(
+                "internal error",
+                f"{type(exc).__name__}: {exc}\n"
                 "This is a bug in clm. Run again with CLM_DEBUG=1 for the traceback "
                 "and report it.",
-                markup=False,
-                highlight=False,
             )
             raise typer.Exit(2) from None
 
@@ -227,13 +231,14 @@ def stages(
     as_of: Annotated[
         str | None, typer.Option("--as-of", help="Day (YYYY-MM-DD).")
     ] = None,
+    version: VersionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Customers per stage as of a day (default: the last day observed)."""
     if ctx.invoked_subcommand is not None:
         return
     ws = _ws(workspace)
-    df = ws.stages(model, _date(as_of, "--as-of"))
+    df = ws.stages(model, _date(as_of, "--as-of"), version)
     if as_json:
         render.print_json({**df.attrs, "stages": df})
         return
@@ -248,6 +253,7 @@ def transitions(
     end: Annotated[str, typer.Option("--to", help="Second day (YYYY-MM-DD).")],
     workspace: WorkspaceOpt = Path("."),
     model: ModelOpt = None,
+    version: VersionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Transition matrix: customers by stage on --from (rows) and on --to (columns)."""
@@ -256,7 +262,7 @@ def transitions(
     assert d1 and d2
     if d2 < d1:
         raise ClmError(f"--to {d2} is before --from {d1}; swap them")
-    m = ws.transitions(d1, d2, model)
+    m = ws.transitions(d1, d2, model, version)
     if as_json:
         render.print_json(
             {"from": d1, "to": d2, "matrix": {r: m.loc[r].to_dict() for r in m.index}}
@@ -431,11 +437,14 @@ def demo(
     )
 
 
+# Command groups kept in their own modules register themselves on `app` on import.
+for _group in ("customer", "serve", "value"):
+    importlib.import_module(f"clm.cli.{_group}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
-import clm.cli.customer  # noqa: E402,F401
-from clm.cli import serve  # noqa: E402,F401

@@ -32,7 +32,20 @@ def _identity_tables(wh: Warehouse) -> None:
             wh.con.create_table(name, schema=TABLES[name])
 
 
-STEPS: dict[int, Callable[[Warehouse], None]] = {1: _identity_tables}
+def _value_tables(wh: Warehouse) -> None:
+    """2 -> 3: customer value predictions and CLV fits (see docs/clv.md)."""
+    from clm.warehouse.schema import TABLES, VALUE_TABLES
+
+    existing = set(wh.con.list_tables())
+    for name in VALUE_TABLES:
+        if name not in existing:
+            wh.con.create_table(name, schema=TABLES[name])
+
+
+STEPS: dict[int, Callable[[Warehouse], None]] = {
+    1: _identity_tables,
+    2: _value_tables,
+}
 
 
 def migrate(wh: Warehouse) -> None:

@@ -12,7 +12,7 @@ import ibis
 import ibis.expr.schema as sch
 
 # Bump together with a migration step in `warehouse.migrations.STEPS`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 EVENTS = ibis.schema(
     {
@@ -203,6 +203,47 @@ ERASURES = ibis.schema(
     }
 )
 
+# -- customer value (schema version 3): CLV fits and per-customer predictions -------
+
+CUSTOMER_VALUE = ibis.schema(
+    {
+        "customer_id": "string",
+        "computed_at": "timestamp",
+        "observation_period_end": "date",  # last day counted, reporting time zone
+        "model": "string",  # purchase model: bgnbd or paretonbd
+        "frequency": "float64",  # repeat purchase days
+        "recency": "float64",  # first to last purchase day, in weeks
+        "T": "float64",  # first purchase day to the observation end, in weeks
+        "monetary_value": "float64",  # mean repeat-day spend, 0 without a repeat
+        "p_alive": "float64",
+        "expected_purchases": "float64",  # over the prediction horizon
+        "expected_spend": "float64",  # per purchase (Gamma-Gamma or fallback)
+        "predicted_clv": "float64",
+        "r": "int64",  # RFM scores 1..5
+        "f": "int64",
+        "m": "int64",
+        "rfm_segment": "string",
+    }
+)
+
+VALUE_FITS = ibis.schema(
+    {
+        "fit_id": "string",
+        "computed_at": "timestamp",
+        "observation_period_end": "date",
+        "calibration_period_end": "date",  # NULL unless fitted for a holdout check
+        "model": "string",  # bgnbd, paretonbd or gammagamma
+        "time_unit": "string",  # W (weeks) or D (days)
+        "params": "string",  # JSON object: parameter -> value
+        "log_likelihood": "float64",
+        "converged": "boolean",
+        "iterations": "int64",
+        "message": "string",
+        "n_customers": "float64",
+        "options": "string",  # JSON: horizon, margin, discount rate … as used
+    }
+)
+
 TABLES: dict[str, sch.Schema] = {
     "events": EVENTS,
     "stage_history": STAGE_HISTORY,
@@ -220,6 +261,8 @@ TABLES: dict[str, sch.Schema] = {
     "identity_batches": IDENTITY_BATCHES,
     "profiles": PROFILES,
     "erasures": ERASURES,
+    "customer_value": CUSTOMER_VALUE,
+    "value_fits": VALUE_FITS,
 }
 IDENTITY_TABLES = (
     "identities",
@@ -231,3 +274,4 @@ IDENTITY_TABLES = (
     "profiles",
     "erasures",
 )
+VALUE_TABLES = ("customer_value", "value_fits")
