@@ -112,3 +112,38 @@ def test_loading_twice_adds_nothing(tmp_path: Path) -> None:
     ).fetchone() == (10, 10)
     assert con.execute("SELECT count(*) FROM rejected").fetchone() == (1,)
     wh.close()
+
+
+def test_dedup_window_is_a_day_before_the_batch(tmp_path: Path) -> None:
+    wh = Warehouse.duckdb(tmp_path / "w.duckdb")
+
+    def record(event_id: str, received: datetime) -> bytes:
+        row = {
+            "k": "e",
+            "event_id": event_id,
+            "type": "track",
+            "event": "X",
+            "anonymous_id": "a",
+            "timestamp": received,
+            "received_at": received,
+            "source": "segment:t",
+        }
+        return orjson.dumps(row) + b"\n"
+
+    first = tmp_path / "seg-000000000001.jsonl"
+    first.write_bytes(
+        record("old", datetime(2026, 1, 1)) + record("recent", datetime(2026, 1, 4, 12))
+    )
+    load_segments(wh, [first])
+    # A batch received on 5 January: "recent" (12 hours earlier) is caught, "old"
+    # (four days earlier, outside the 24-hour window) is stored again.
+    second = tmp_path / "seg-000000000002.jsonl"
+    second.write_bytes(
+        record("old", datetime(2026, 1, 5)) + record("recent", datetime(2026, 1, 5))
+    )
+    assert load_segments(wh, [second])["events_written"] == 1
+    rows = wh.con.con.execute(
+        "SELECT event_id, count(*) FROM events GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert rows == [("old", 2), ("recent", 1)]
+    wh.close()

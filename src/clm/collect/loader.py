@@ -8,7 +8,11 @@ Exactly once across crashes: a crash after the commit but before the delete leav
 the segments in place, and they are loaded again on restart. That second load adds
 nothing, because the insert skips every `event_id` already in `events` (and keeps one
 row per `event_id` within the batch, so a client's retried message counts once).
-Rejects are matched on (source, rejected_at, field, raw) the same way. Progress is
+Rejects are matched on (source, rejected_at, field, raw) the same way. The event-id
+check looks at events received up to `DEDUP_WINDOW_HOURS` before the batch, so
+that its cost does not grow with the warehouse: a client resending a messageId
+more than a day after the first attempt would be stored twice (SDKs retry within
+minutes; a replayed segment keeps its original received_at). Progress is
 therefore never "marked" anywhere but in the warehouse itself, which is the only
 mark that cannot disagree with the data.
 """
@@ -52,6 +56,7 @@ def _columns() -> str:
 
 
 COLUMNS = _columns()
+DEDUP_WINDOW_HOURS = 24
 
 
 def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
@@ -71,30 +76,36 @@ def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _clm_spool AS SELECT * FROM {read}")
         seen = con.execute(
-            "SELECT count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'r') "
+            "SELECT count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'r'), "
+            f"strftime(coalesce(min(received_at), now()::TIMESTAMP) "
+            f"- INTERVAL {DEDUP_WINDOW_HOURS} HOUR, '%Y-%m-%d %H:%M:%S.%f') "
             "FROM _clm_spool"
         ).fetchone()
         assert seen is not None
-        con.execute(
+        # Ids of this batch already stored: a semi-join driven by the (small) batch,
+        # over the events received from a day before the batch's oldest event on;
+        # the scan skips older row groups by their min/max of received_at, so a
+        # load costs the same in a warehouse of any size. A day covers SDK retries
+        # (minutes) and crash replays (their received_at is the original one).
+        written = con.execute(
             f"""INSERT INTO events ({cols}, import_id)
             SELECT {cols}, {_q(batch_id)} FROM _clm_spool s
             WHERE k = 'e' AND event_id NOT IN (
               SELECT event_id FROM events
-              WHERE event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e'))
+              WHERE received_at >= TIMESTAMP {_q(seen[2])}
+                AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e'))
             QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at)
               = 1"""
-        )
-        written = con.execute(
-            f"SELECT count(*) FROM events WHERE import_id = {_q(batch_id)}"
         ).fetchone()
-        con.execute(
-            f"""INSERT INTO rejected ({rcols}, import_id)
-            SELECT DISTINCT {rcols}, {_q(batch_id)} FROM _clm_spool s
-            WHERE k = 'r' AND NOT EXISTS (
-              SELECT 1 FROM rejected x WHERE x.source = s.source
-                AND x.rejected_at = s.rejected_at AND x.field = s.field
-                AND x.raw = s.raw)"""
-        )
+        if seen[1]:
+            con.execute(
+                f"""INSERT INTO rejected ({rcols}, import_id)
+                SELECT DISTINCT {rcols}, {_q(batch_id)} FROM _clm_spool s
+                WHERE k = 'r' AND NOT EXISTS (
+                  SELECT 1 FROM rejected x WHERE x.source = s.source
+                    AND x.rejected_at = s.rejected_at AND x.field = s.field
+                    AND x.raw = s.raw)"""
+            )
         con.execute("DROP TABLE _clm_spool")
         con.execute("COMMIT")
     except Exception as exc:
