@@ -71,7 +71,10 @@ def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
     )
     cols = ", ".join(f'"{c}"' for c in EVENTS.names if c != "import_id")
     rcols = ", ".join(f'"{c}"' for c in REJECTED.names if c != "import_id")
-    con = wh.con.con  # the DuckDB connection under Ibis: one transaction, plain SQL
+    # A cursor of its own: a second connection to the same database, so that the
+    # loader thread's transaction never mixes with statements that other threads
+    # (the read API, the dashboard) run on the workspace's connection meanwhile.
+    con = wh.con.con.cursor()
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE OR REPLACE TEMP TABLE _clm_spool AS SELECT * FROM {read}")
@@ -113,6 +116,8 @@ def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
         raise EngineError(
             f"loading spool segments failed: {exc}", transient=True
         ) from exc
+    finally:
+        con.close()
     assert written is not None
 
     # Deleting only now is what makes a crash in between harmless (see above).
