@@ -34,6 +34,7 @@ import ibis.expr.types as ir
 
 from clm.errors import ModelError
 from clm.identity.resolve import customer_events
+from clm.lifecycle import value_features
 from clm.lifecycle.calendar import (
     BUCKET_SECONDS,
     Calendar,
@@ -68,6 +69,9 @@ class Plan:
         default_factory=dict
     )  # time feature -> days
     dense: bool = False
+    # value features (p_alive): constants rules compare them with, fitted params
+    value_thresholds: dict[str, set[float]] = field(default_factory=dict)
+    value_params: dict[str, float] = field(default_factory=dict)
 
 
 def plan(model: StageModel) -> Plan:
@@ -103,6 +107,23 @@ def plan(model: StageModel) -> Plan:
                     days |= {v, v + 1}
     for name in time_features:
         p.thresholds.setdefault(name, set())
+    value_names = {
+        f.name for f in model.features.values() if f.kind in value_features.VALUE_KINDS
+    }
+    if value_names:
+        p.columns.add("event")
+    for stage in model.stages:
+        used = analysis.names(stage.when) & value_names
+        found = analysis.time_thresholds(stage.when, value_names) if used else set()
+        if found is None:
+            p.dense = True  # p_alive inside arithmetic: no crossing points to solve
+            continue
+        for name in used:
+            p.value_thresholds.setdefault(name, set()).update(
+                value_features.finite_thresholds(found)
+            )
+    for name in value_names:
+        p.value_thresholds.setdefault(name, set())
     return p
 
 
@@ -129,6 +150,8 @@ def run_model(
 
     with receipt.timed("plan"):
         pl = plan(model)
+        if pl.value_thresholds:
+            pl.value_params = value_features.load_params(wh, model.source)
         ev = customer_events(wh)
         span = ev.aggregate(
             first=ev.timestamp.min(), last=ev.timestamp.max()
@@ -307,6 +330,8 @@ def _slots(f: FeatureSpec) -> dict[str, str]:
         return {f"lv_{n}": "string", f"lt_{n}": "int64", f"lp_{n}": "int64"}
     if f.kind == "days_since":
         return {f"lt_{n}": "int64"}
+    if f.kind in value_features.VALUE_KINDS:
+        return value_features.slots(n)
     return {}
 
 
@@ -380,6 +405,11 @@ def _streams(
         elif f.kind == "days_since":
             per = main.filter(main[f"lt_{n}"].notnull())
             streams += _threshold_rows(per, per[f"lt_{n}"], pl.thresholds[n], buckets)
+        elif f.kind in value_features.VALUE_KINDS:
+            rows, customer_level[n] = value_features.streams(
+                base, n, pl.value_params, pl.value_thresholds[n], cal
+            )
+            streams += rows
         elif f.kind in CUSTOMER_LEVEL:
             m = _matching(base, f)
             agg = {"_fp": m.p.min(), "_ft": m.t.min()}
@@ -548,6 +578,9 @@ def _feature_values(
         grid = grid.mutate(**fills)
 
     grid = grid.join(periods.select("p", "eval_s"), "p")
+    if pl.value_params:
+        eval_days = value_features.day_tables(cal)[2]
+        grid = grid.join(eval_days, grid.p == eval_days._pp).drop("_pp")
     for name, rows in customer_level.items():
         rows = rows.rename(
             {f"_fp_{name}": "_fp", f"_ft_{name}": "_ft"}
@@ -557,6 +590,9 @@ def _feature_values(
 
     values: dict[str, ir.Value] = {}
     for f in pl.model.features.values():
+        if f.kind in value_features.VALUE_KINDS:
+            values[f"f_{f.name}"] = value_features.value(f.name, grid, pl.value_params)
+            continue
         values[f"f_{f.name}"] = _value(f, grid)
     return grid.select("customer_id", "p", **values)
 

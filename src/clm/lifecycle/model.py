@@ -69,6 +69,8 @@ JSON_COLUMNS = ("properties", "context")
 INLINE_PREFIX = "_inline_"
 # Kinds that look at the first or every matching event ever, so a window makes no sense.
 NO_WINDOW_KINDS = frozenset({"first", "days_since_first"})
+# Value features (lifecycle.value_features) read fitted CLV parameters, no event filter.
+VALUE_KINDS = frozenset({"p_alive"})
 
 _STAGE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _FEATURE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -329,6 +331,13 @@ class _Loader:
                 stage,
             )
 
+        if tree.func in VALUE_KINDS and (tree.args or tree.options):
+            raise self.error(
+                f"{label}: `{tree.func}()` takes no arguments: it reads the orders "
+                "and the latest `clm clv fit`; write `p_alive()`",
+                node,
+                stage,
+            )
         args = list(tree.args)
         column: str | None = None
         if tree.func in KINDS_WITH_COLUMN:

@@ -20,6 +20,7 @@ FEATURE_KINDS = (
     "last",  # last(column, filter…, within=…): value at the latest matching event
     "days_since",  # days_since(filter…): whole days from the latest matching event
     "days_since_first",  # days_since_first(filter…): whole days from the first one
+    "p_alive",  # p_alive(): BG/NBD P(alive) at the period end (see value_features)
 )
 # Kinds whose first positional argument is the event column they read.
 KINDS_WITH_COLUMN = frozenset({"count_distinct", "sum", "min", "max", "first", "last"})
