@@ -27,7 +27,8 @@ def _path(name: str, text: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "minLength": 1},
+        # Ids never hold line breaks (Starlette's path matching stops at them).
+        "schema": {"type": "string", "minLength": 1, "pattern": "^[^\\r\\n]+$"},
         "description": text,
     }
 
