@@ -137,3 +137,58 @@ def test_p_alive_takes_no_arguments() -> None:
     text = MODEL.format(rule="alive < 0.3").replace("p_alive()", "p_alive(event = 'x')")
     with pytest.raises(ModelError, match="takes no arguments"):
         load_model_text(text)
+
+
+CLV = {"a": 100.0, "b": 10.0, "c": 40.0}
+
+
+def test_predicted_clv_and_customer_equity_per_stage(ws) -> None:  # type: ignore[no-untyped-def]
+    from zoneinfo import ZoneInfo
+
+    from clm.metrics.compute import compute_metrics
+
+    add_fit(ws)
+    text = MODEL.format(rule="alive < 0.3") + (
+        "metrics:\n"
+        "  active: [population, predicted_clv, customer_equity]\n"
+        "  at_risk: [population, predicted_clv, customer_equity]\n"
+    )
+    model = load_model_text(text)
+    run_model(ws.warehouse, model, as_of=AS_OF)
+    empty = compute_metrics(
+        ws.warehouse, model, grain="month", timezone=ZoneInfo("UTC"), store=False
+    )
+    assert ("no_customer_value", {}) in empty.caveats
+    ws.warehouse.append(
+        "customer_value",
+        pd.DataFrame(
+            {
+                "customer_id": list(CLV),
+                "computed_at": now_utc(),
+                "model": "bgnbd",
+                "predicted_clv": list(CLV.values()),
+            }
+        ),
+    )
+    result = compute_metrics(
+        ws.warehouse, model, grain="month", timezone=ZoneInfo("UTC"), store=False
+    )
+    values = result.values.set_index(["stage", "metric", "period_start"]).value
+
+    # Independently: each customer's stage at each month end from the formula.
+    for month_end in (date(2024, 2, 29), date(2024, 6, 30), date(2024, 9, 29)):
+        members: dict[str, list[float]] = {"active": [], "at_risk": []}
+        for customer in ORDERS:
+            starts = expected_stage_starts(customer)
+            held = [s for d, s in sorted(starts.items()) if d <= month_end]
+            if held:
+                members[held[-1]].append(CLV[customer])
+        start = month_end.replace(day=1)
+        for stage, clvs in members.items():
+            equity = values[(stage, "customer_equity", start)]
+            assert equity == pytest.approx(sum(clvs)), (stage, month_end)
+            mean = values[(stage, "predicted_clv", start)]
+            if clvs:
+                assert mean == pytest.approx(sum(clvs) / len(clvs))
+            else:
+                assert pd.isna(mean)

@@ -13,6 +13,9 @@ Definitions (per stage S and period P; `metrics.context` has the shared conventi
 - repeat_purchase_rate: of the customers in S who ordered during P, the share whose
   order was not their first.
 - revenue_share: revenue of S ÷ revenue of all stages, during P.
+- predicted_clv: mean predicted CLV of the customers in S at the end of P, from the
+  latest `clm clv predict` (customers without a value row are left out).
+- customer_equity: the sum of those predicted CLVs.
 Ratios with an empty denominator are NaN (shown as "–"), never 0 or infinity.
 """
 
@@ -129,3 +132,31 @@ def repeat_purchase_rate(ctx: MetricContext, stage: str) -> pd.Series:
 @register("revenue_share", unit="ratio", help="the stage's share of all revenue")
 def revenue_share(ctx: MetricContext, stage: str) -> pd.Series:
     return _ratio(ctx.order_col(stage, "revenue"), ctx.order_col(None, "revenue"))
+
+
+def _clv(ctx: MetricContext, stage: str) -> tuple[pd.Series, pd.Series]:
+    if ctx.clv_count.empty or not ctx.clv_count.to_numpy().any():
+        if ("no_customer_value", {}) not in ctx.caveats:
+            ctx.caveats.append(("no_customer_value", {}))
+        nothing = pd.Series(np.nan, index=ctx.periods)
+        return nothing, nothing
+    return ctx.col(ctx.clv_sum, stage), ctx.col(ctx.clv_count, stage)
+
+
+@register(
+    "predicted_clv",
+    unit="currency",
+    help="mean predicted CLV of the stage's customers at the end of the period",
+)
+def predicted_clv(ctx: MetricContext, stage: str) -> pd.Series:
+    total, count = _clv(ctx, stage)
+    return _ratio(total, count)
+
+
+@register(
+    "customer_equity",
+    unit="currency",
+    help="sum of the predicted CLV of the stage's customers at the end of the period",
+)
+def customer_equity(ctx: MetricContext, stage: str) -> pd.Series:
+    return _clv(ctx, stage)[0]

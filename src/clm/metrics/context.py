@@ -42,6 +42,11 @@ class MetricContext:
     orders: pd.DataFrame  # index (stage, period): orders, revenue, refunds, buyers…
     stays: pd.DataFrame  # columns stage, period, days
     caveats: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # predicted CLV of each stage's population at the end of each period, from the
+    # latest `customer_value` rows (empty when `clm clv predict` has not run):
+    # index periods, columns stages; sums and numbers of customers with a value.
+    clv_sum: pd.DataFrame = field(default_factory=pd.DataFrame)
+    clv_count: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def col(self, frame: pd.DataFrame, stage: str) -> pd.Series:
         if stage in frame.columns:
@@ -210,6 +215,8 @@ def build_context(
         orders=orders,
         stays=stays,
     )
+    ctx.clv_sum, ctx.clv_count = _clv_frames(wh, h, cal.n)
+    ctx.clv_sum, ctx.clv_count = dated(ctx.clv_sum), dated(ctx.clv_count)
     if cal.bounds[-1] > end:
         ctx.caveats.append(
             ("last_period_incomplete", {"period_end": str(end.date()), "grain": grain})
@@ -217,7 +224,40 @@ def build_context(
     return ctx
 
 
-def _pivot(df: pd.DataFrame, col: str, n: int) -> pd.DataFrame:
+def _clv_frames(
+    wh: Warehouse, h: ir.Table, n: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Sum and count of predicted CLV over each stage's population per period.
+
+    Like `population`: a customer's value enters in the period its interval starts
+    and leaves in the period it ends. Values are the latest `customer_value` rows (of
+    the purchase model computed last): a snapshot, applied to every period.
+    """
+    if not wh.has_table("customer_value"):
+        return pd.DataFrame(index=pd.RangeIndex(n)), pd.DataFrame(
+            index=pd.RangeIndex(n)
+        )
+    cv = wh.table("customer_value")
+    newest = cv.filter(cv.computed_at == cv.computed_at.max())
+    newest = newest.select(_cid=newest.customer_id, _clv=newest.predicted_clv)
+    j = h.join(newest, h.customer_id == newest._cid)
+    frames = []
+    for col in ("p_from", "p_to"):
+        part = j.filter(j[col].notnull())
+        frames.append(
+            part.group_by(["stage", col])
+            .aggregate(s=part._clv.sum(), c=part._clv.count())
+            .to_pandas()
+        )
+    out = []
+    for value in ("s", "c"):
+        start = _pivot(frames[0].rename(columns={value: "n"}), "p_from", n, float)
+        stop = _pivot(frames[1].rename(columns={value: "n"}), "p_to", n, float)
+        out.append((start - stop.reindex(columns=start.columns, fill_value=0)).cumsum())
+    return out[0], out[1]
+
+
+def _pivot(df: pd.DataFrame, col: str, n: int, dtype: type = np.int64) -> pd.DataFrame:
     df = df.dropna(subset=[col])
     if df.empty:
         return pd.DataFrame(index=pd.RangeIndex(n))
@@ -225,7 +265,7 @@ def _pivot(df: pd.DataFrame, col: str, n: int) -> pd.DataFrame:
         index=col, columns="stage", values="n", aggfunc="sum", fill_value=0
     )
     wide.index = wide.index.astype(int)
-    return wide.reindex(range(n), fill_value=0).astype(np.int64)
+    return wide.reindex(range(n), fill_value=0).astype(dtype)
 
 
 def as_date(d: date | datetime) -> date:

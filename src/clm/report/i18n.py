@@ -166,6 +166,9 @@ _EN: dict[str, str] = {
         "The data begin on {first_date}. Customers active before then are missing "
         "their earlier history and may appear in an earlier stage than they are."
     ),
+    "caveat.no_customer_value": (
+        "Predicted CLV has no values yet: run `clm clv predict`."
+    ),
     "caveat.unknown": "Note ({code}): {details}",
     # dashboard of `clm serve` (clm.server.dashboard)
     "dash.overview": "Overview",
@@ -351,6 +354,9 @@ _DE: dict[str, str] = {
         "Die Daten beginnen am {first_date}. Kunden, die schon vorher aktiv waren, "
         "fehlt ihre frühere Historie; sie können in einer früheren Phase erscheinen, "
         "als sie tatsächlich sind."
+    ),
+    "caveat.no_customer_value": (
+        "Für den vorhergesagten CLV fehlen Werte: führen Sie `clm clv predict` aus."
     ),
     "caveat.unknown": "Hinweis ({code}): {details}",
     # Dashboard von `clm serve` (clm.server.dashboard)
