@@ -272,8 +272,9 @@ class Operations:
         from clm.report.html import write_report
 
         m = self.model(model)
-        data = build_report_data(self, m, grain=grain or m.grain)
-        return write_report(data, out, lang or self.config["language"])
+        chosen = lang or self.config["language"]
+        data = build_report_data(self, m, grain=grain or m.grain, lang=chosen)
+        return write_report(data, out, chosen)
 
     def _save_receipt(self, receipt: Receipt) -> None:
         import json

@@ -158,3 +158,29 @@ def test_rfm_json_segment_table(cdnow_ws: Path) -> None:
     # in About to sleep, Hibernating, Lost, New or Promising only.
     never = {"About to sleep", "Hibernating", "Lost"}
     assert all(seg[n]["frequency"] == 0 for n in never if seg[n]["customers"])
+
+
+def test_report_sections_rfm_grid_and_holdout_chart(cdnow_ws: Path) -> None:
+    import re
+
+    from clm.report.build import value_sections
+
+    # Runs after the predict and validate tests above, which wrote the value rows
+    # and a calibration fit.
+    with clm.open(cdnow_ws) as ws:
+        rows = ws.warehouse.table("customer_value").to_pandas()
+        for lang, grid_title, chart_title in (
+            ("en", "RFM grid", "CLV model check"),
+            ("de", "RFM-Raster", "Prüfung des CLV-Modells"),
+        ):
+            sections = value_sections(ws, lang)
+            assert sections[0][0] == grid_title
+            assert sections[1][0].startswith(chart_title)
+            assert sections[1][1].startswith("<svg")
+    # Cell counts of the grid add up to every customer; R=5, FM=5 is Champions.
+    grid = sections[0][1]
+    counts = [int(n.replace(".", "")) for n in re.findall(r">([\d.]+)<br>", grid)]
+    assert sum(counts) == len(rows) == 2357
+    fm = (rows.f + rows.m + 1) // 2
+    champions = int(((rows.r == 5) & (fm >= 4)).sum())
+    assert champions == int((rows.rfm_segment == "Champions").sum())

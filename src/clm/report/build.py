@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import ibis
+import pandas as pd
+
 from clm.lifecycle import queries
 from clm.lifecycle.spec import StageModel
 from clm.metrics.compute import compute_metrics
@@ -18,7 +21,9 @@ if TYPE_CHECKING:
 FEW_CUSTOMERS = 30
 
 
-def build_report_data(ws: Operations, model: StageModel, *, grain: str) -> ReportData:
+def build_report_data(
+    ws: Operations, model: StageModel, *, grain: str, lang: str | None = None
+) -> ReportData:
     wh, tz = ws.warehouse, ws.timezone
     result = compute_metrics(wh, model, grain=grain, timezone=tz)
     ctx = result.context
@@ -72,4 +77,72 @@ def build_report_data(ws: Operations, model: StageModel, *, grain: str) -> Repor
         stage_labels={s.name: dict(s.labels) for s in model.stages if s.labels},
         caveats=caveats,
         churn_stages=[s.name for s in model.stages if s.churned],
+        extra_sections=value_sections(ws, lang or ws.config["language"]),
     )
+
+
+def value_sections(ws: Operations, lang: str) -> list[tuple[str, str]]:
+    """The RFM grid (from customer_value) and the holdout chart (from the latest
+    `clm clv validate`), when they exist; see docs/clv.md."""
+    from html import escape
+
+    from clm.analyses.clv import holdout_chart_svg, validate_holdout
+    from clm.analyses.value import fit_value, rfm_summary
+    from clm.report import i18n
+
+    wh = ws.warehouse
+    out: list[tuple[str, str]] = []
+    cv = wh.table("customer_value")
+    rows = cv.filter(cv.computed_at == cv.computed_at.max()).to_pandas()
+    if len(rows):
+        fm = (rows.f + rows.m + 1) // 2
+        grid = rows.assign(fm=fm).groupby(["r", "fm"])
+        counts, names = grid.size(), grid.rfm_segment.first()
+        head = "".join(f"<th>FM {c}</th>" for c in range(1, 6))
+        body = []
+        for r in range(5, 0, -1):
+            cells = []
+            for c in range(1, 6):
+                n = int(counts.get((r, c), 0))
+                alpha = 0.1 + 0.8 * n / len(rows)
+                name = names.get((r, c), "")
+                label = i18n.translate(f"rfm.{_slug(name)}", lang) if name else ""
+                cells.append(
+                    f'<td style="background: rgba(31,119,180,{alpha:.2f})">'
+                    f"{escape(i18n.format_number(n, lang))}<br><small>"
+                    f"{escape(label)}</small></td>"
+                )
+            body.append(f"<tr><th>R {r}</th>{''.join(cells)}</tr>")
+        desc = i18n.translate(
+            "ui.rfm_grid_desc",
+            lang,
+            date=i18n.format_date(rows.observation_period_end.iloc[0], lang),
+        )
+        out.append(
+            (
+                i18n.translate("ui.rfm_grid", lang),
+                f"<p>{escape(desc)}</p><table class='rfm'><tr><th></th>{head}</tr>"
+                + "".join(body)
+                + "</table>",
+            )
+        )
+    fits = wh.table("value_fits")
+    cal = (
+        fits.filter(fits.calibration_period_end.notnull() & (fits.model == "bgnbd"))
+        .order_by(ibis.desc("computed_at"))
+        .limit(1)
+        .to_pandas()
+    )
+    if len(cal):
+        end = pd.Timestamp(cal.calibration_period_end.iloc[0]).date()
+        summ = rfm_summary(wh, ws.timezone, calibration_end=end)
+        fit = fit_value(summ)
+        if fit.purchases.converged:
+            table = validate_holdout(fit.purchase_model, summ)
+            title = i18n.translate("ui.holdout_chart", lang)
+            out.append((title, holdout_chart_svg(table, title=title)))
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")

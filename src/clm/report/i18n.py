@@ -169,6 +169,23 @@ _EN: dict[str, str] = {
     "caveat.no_customer_value": (
         "Predicted CLV has no values yet: run `clm clv predict`."
     ),
+    "ui.rfm_grid": "RFM grid",
+    "ui.rfm_grid_desc": (
+        "Customers by recency score R (rows) and the mean of frequency and "
+        "monetary scores FM (columns), as of {date}."
+    ),
+    "ui.holdout_chart": "CLV model check: holdout purchases",
+    "rfm.champions": "Champions",
+    "rfm.loyal": "Loyal",
+    "rfm.potential_loyalist": "Potential loyalist",
+    "rfm.new": "New",
+    "rfm.promising": "Promising",
+    "rfm.need_attention": "Need attention",
+    "rfm.about_to_sleep": "About to sleep",
+    "rfm.at_risk": "At risk",
+    "rfm.can_t_lose": "Can't lose",
+    "rfm.hibernating": "Hibernating",
+    "rfm.lost": "Lost",
     "caveat.unknown": "Note ({code}): {details}",
     # dashboard of `clm serve` (clm.server.dashboard)
     "dash.overview": "Overview",
@@ -358,6 +375,23 @@ _DE: dict[str, str] = {
     "caveat.no_customer_value": (
         "Für den vorhergesagten CLV fehlen Werte: führen Sie `clm clv predict` aus."
     ),
+    "ui.rfm_grid": "RFM-Raster",
+    "ui.rfm_grid_desc": (
+        "Kunden nach Aktualitätswert R (Zeilen) und dem Mittel aus Häufigkeits- "
+        "und Umsatzwert FM (Spalten), Stand {date}."
+    ),
+    "ui.holdout_chart": "Prüfung des CLV-Modells: Käufe im Prüfzeitraum",
+    "rfm.champions": "Champions",
+    "rfm.loyal": "Treue Kunden",
+    "rfm.potential_loyalist": "Potenziell treu",
+    "rfm.new": "Neu",
+    "rfm.promising": "Vielversprechend",
+    "rfm.need_attention": "Brauchen Aufmerksamkeit",
+    "rfm.about_to_sleep": "Drohen einzuschlafen",
+    "rfm.at_risk": "Gefährdet",
+    "rfm.can_t_lose": "Nicht verlieren",
+    "rfm.hibernating": "Im Winterschlaf",
+    "rfm.lost": "Verloren",
     "caveat.unknown": "Hinweis ({code}): {details}",
     # Dashboard von `clm serve` (clm.server.dashboard)
     "dash.overview": "Überblick",
