@@ -106,12 +106,34 @@ def _pick(path: str) -> str:
     )
 
 
-def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
-    """SQL over events in `source`: one row per event with its list of identifier keys.
+# Only identify and alias calls and events carrying context.traits can hold more than a
+# user and an anonymous id ("rich" events); every other event is "plain".
+RICH_SQL = (
+    "coalesce(type IN ('identify', 'alias') OR context LIKE '%\"traits\"%', false)"
+)
 
-    Columns: event_id, timestamp, reason (identify, alias or event), `ukey` and `akey`
-    (the user and anonymous keys) and, for the few events that may carry more
-    (`rich`), `ids`: all valid keys with the attributing key first.
+
+def plain_sql(where: str) -> str:
+    """SQL over plain events matching `where`: one row per distinct raw id pair.
+
+    Plain events are grouped by their raw (user id, anonymous id) before any text
+    work, so the placeholder checks and key building run once per distinct pair, not
+    once per event. Columns: `ukey`, `akey` (NULL when not a valid identifier),
+    `first_seen`, `last_seen` and `event_id`, the earliest event by (time, event id).
+    """
+    return f"""SELECT {key_sql("user_id", USER)} AS ukey,
+        {key_sql("anonymous_id", ANON)} AS akey, first_seen, last_seen, event_id
+        FROM (SELECT user_id, anonymous_id, min(timestamp) AS first_seen,
+          max(timestamp) AS last_seen,
+          arg_min(event_id, (timestamp, event_id)) AS event_id
+          FROM events WHERE ({where}) AND NOT {RICH_SQL} GROUP BY ALL)"""
+
+
+def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
+    """SQL over rich events in `source`: one row per event with its identifier keys.
+
+    Columns: event_id, timestamp, reason (identify, alias or event) and `ids`: all
+    valid keys, the attributing key (user, else anonymous) first.
     """
     email = f"lower(trim({_pick('email')}))"
     phone = f"regexp_replace({_pick('phone')}, '[^0-9]', '', 'g')"
@@ -134,16 +156,10 @@ def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
             f"CASE WHEN {valid_sql(value)} THEN "
             f"{sql_str('custom:' + name + ':')} || trim({value}) END"
         )
-    # Only identify and alias calls and events carrying context.traits can hold more
-    # than a user and an anonymous id: the list work is kept to those few rows.
-    rich = (
-        "coalesce(type IN ('identify', 'alias') OR context LIKE '%\"traits\"%', false)"
-    )
     return f"""SELECT event_id, timestamp,
         CASE WHEN type IN ('identify', 'alias') THEN type ELSE 'event' END AS reason,
-        {rich} AS rich, {parts[0]} AS ukey, {parts[1]} AS akey,
-        CASE WHEN {rich} THEN list_distinct_ordered([{", ".join(parts)}]) END AS ids
-        FROM {source}"""
+        list_distinct_ordered([{", ".join(parts)}]) AS ids
+        FROM {source} WHERE {RICH_SQL}"""
 
 
 LIST_MACRO = """CREATE OR REPLACE TEMP MACRO list_distinct_ordered(l) AS

@@ -34,6 +34,7 @@ from clm.identity.identifiers import (
     LIST_MACRO,
     PLACEHOLDERS,
     extract_sql,
+    plain_sql,
 )
 from clm.progress import SILENT, Progress
 from clm.receipts import Receipt
@@ -159,7 +160,7 @@ def resolve(
             _store(wh, run_id)
             progress.advance()
     finally:
-        for t in ("_id_src", "_id_rows", "_id_newkeys", "_id_newedges", "_id_nodes"):
+        for t in ("_id_plain", "_id_rich", "_id_newkeys", "_id_newedges", "_id_nodes"):
             con.execute(f"DROP TABLE IF EXISTS {t}")
         for t in ("_id_changed", "_id_edges", "_id_assign", "_id_chosen"):
             con.execute(f"DROP TABLE IF EXISTS {t}")
@@ -183,36 +184,43 @@ def _extract(
             SELECT 1 FROM identity_batches b WHERE b.events = c.events
             AND b.import_id IS NOT DISTINCT FROM c.import_id)"""
     con.execute(f"CREATE OR REPLACE TEMP TABLE _id_changed AS {changed}")
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE _id_src AS SELECT e.event_id, e.type,
-        e.timestamp, e.user_id, e.anonymous_id, e.properties, e.context
-        FROM events e SEMI JOIN _id_changed c
-        ON e.import_id IS NOT DISTINCT FROM c.import_id"""
+    # A full pass reads every event: no batch filter (the batch list is still kept).
+    where = (
+        "true"
+        if full and not none
+        else """import_id IN (SELECT import_id FROM _id_changed)
+        OR (import_id IS NULL AND EXISTS (
+          SELECT 1 FROM _id_changed WHERE import_id IS NULL))"""
     )
+    con.execute("CREATE OR REPLACE TEMP TABLE _id_plain AS " + plain_sql(where))
+    rich = f"(SELECT * FROM events WHERE {where})"
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _id_rows AS "
-        + extract_sql("_id_src", salt, custom_ids)
+        "CREATE OR REPLACE TEMP TABLE _id_rich AS "
+        + extract_sql(rich, salt, custom_ids)
     )
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _id_newkeys AS
-        SELECT key, min(timestamp) AS first_seen, max(timestamp) AS last_seen
-        FROM (SELECT ukey AS key, timestamp FROM _id_rows WHERE NOT rich
-              UNION ALL SELECT akey, timestamp FROM _id_rows WHERE NOT rich
-              UNION ALL SELECT unnest(ids), timestamp FROM _id_rows WHERE rich)
+        SELECT key, min(first_seen) AS first_seen, max(last_seen) AS last_seen
+        FROM (SELECT ukey AS key, first_seen, last_seen FROM _id_plain
+              UNION ALL SELECT akey, first_seen, last_seen FROM _id_plain
+              UNION ALL SELECT unnest(ids), timestamp, timestamp FROM _id_rich)
         WHERE key IS NOT NULL GROUP BY key"""
     )
     # A star per event (first key to each other key) connects the same components as
-    # all pairs would, with len-1 edges instead of len*(len-1)/2.
+    # all pairs would, with len-1 edges instead of len*(len-1)/2. Plain rows are
+    # already the earliest event of their raw pair, so taking the earliest again
+    # gives the earliest event per link.
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _id_newedges AS
         SELECT least(hub, other) AS a, greatest(hub, other) AS b,
-               arg_min(event_id, (timestamp, event_id)) AS event_id,
-               min(timestamp) AS at, arg_min(reason, (timestamp, event_id)) AS reason
-        FROM (SELECT ukey AS hub, akey AS other, event_id, timestamp, reason
-              FROM _id_rows WHERE NOT rich AND ukey IS NOT NULL AND akey IS NOT NULL
+               arg_min(event_id, (ts, event_id)) AS event_id,
+               min(ts) AS at, arg_min(reason, (ts, event_id)) AS reason
+        FROM (SELECT ukey AS hub, akey AS other, event_id, first_seen AS ts,
+                'event' AS reason
+              FROM _id_plain WHERE ukey IS NOT NULL AND akey IS NOT NULL
               UNION ALL
               SELECT ids[1], unnest(ids[2:]), event_id, timestamp, reason
-              FROM _id_rows WHERE rich AND len(ids) > 1)
+              FROM _id_rich WHERE len(ids) > 1)
         GROUP BY ALL"""
     )
     # Keep, per pair, the earliest event that linked it (old or new).
@@ -227,8 +235,8 @@ def _extract(
         WHERE i.a = n.a AND i.b = n.b"""
     )
     con.execute("INSERT INTO identities BY NAME SELECT * FROM _id_edges")
-    scanned = con.execute("SELECT count(*) FROM _id_src").fetchone()[0]
-    return int(scanned)
+    scanned = con.execute("SELECT sum(events) FROM _id_changed").fetchone()[0]
+    return int(scanned or 0)
 
 
 def _subgraph(wh: Warehouse, full: bool, only: Sequence[str]) -> int:
