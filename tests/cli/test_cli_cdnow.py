@@ -240,3 +240,32 @@ def test_uci_online_retail_end_to_end(shared_data, tmp_path):
     assert any(c[0] == "last_period_incomplete" for c in m["caveats"])
     clm("report", "-w", str(ws), "--out", str(tmp_path / "uci.html"), "--lang", "de")
     assert "Abgewandert" in (tmp_path / "uci.html").read_text(encoding="utf-8")
+
+
+def test_new_model_version_replays_and_old_stays_queryable(cdnow, tmp_path):
+    import shutil
+
+    import yaml
+
+    from clm.lifecycle.model import load_model
+
+    ws_src, _, _, raw = cdnow
+    ws = tmp_path / "ws"
+    shutil.copytree(ws_src, ws)
+    text = load_model("ecommerce").text
+    v2 = text.replace("version: 1", "version: 2").replace(
+        "days_since_order > 180", "days_since_order > 120"
+    )
+    (ws / "ecommerce-v2.yaml").write_text(v2, encoding="utf-8")
+    cfg = yaml.safe_load((ws / "clm.yaml").read_text(encoding="utf-8"))
+    cfg["models"] = ["ecommerce-v2.yaml"]
+    (ws / "clm.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    clm("run", "-w", str(ws))
+    now = populations(ws)
+    old = populations(ws, "--version", "1")
+    assert old == expected_stages(raw, "1998-07-01")
+    # Lapsing after 120 instead of 180 days moves customers from at_risk to lapsed.
+    assert now["lapsed"] > old["lapsed"]
+    assert now["lapsed"] + now["at_risk"] == old["lapsed"] + old["at_risk"]
+    p = clm("stages", "-w", str(ws), "--version", "7", ok=False)
+    assert "no stored version 7" in p.stderr and "versions that ran: 1, 2" in p.stderr
