@@ -168,6 +168,10 @@ class Operations:
         profiles = build_profiles(self.warehouse)
         identity.counts["profiles"] = profiles.counts["profiles"]
         receipts.append(identity)
+        # What the dashboard's pages need, so that they stay fast on big workspaces.
+        from clm.server.views import precompute
+
+        precompute(self, chosen)  # type: ignore[arg-type]  # always a Workspace
         return receipts
 
     def stages(

@@ -17,8 +17,14 @@ on a copy of a sample of customers in an in-memory DuckDB.
 
 Speed. Stage populations, transitions and KPIs only change when `clm run` stores a new
 history (which cannot happen while the server holds the file), so their results are
-cached per "data stamp" (the latest receipt); metrics are read from `metric_values`,
-which `clm run`/`clm metrics` precompute, and only computed when missing.
+cached per "data stamp" (the latest receipt and the number of receipts). On a big
+workspace the first computation of a page costs seconds, so `clm run` ends with
+`precompute`: it calls the same view functions once (overview and stage pages of each
+model at its own grain and by month, the default transitions and the cohorts), stores
+their answers as JSON in the `view_cache` table with the stamp, and stores
+`metric_values` for those grains. `Reader.cached` looks there before computing; an
+answer stored under another stamp (an import, erase or split since the run) is ignored
+and the view computes as before, so a stale row can never be shown.
 """
 
 from __future__ import annotations
@@ -53,13 +59,16 @@ PREVIEW_CUSTOMERS = 5000  # the model preview replays a sample of at most this m
 class Reader:
     """The server's read side: workspace settings and models, a cursor per thread."""
 
-    def __init__(self, ws: Workspace, wh: Warehouse) -> None:
+    def __init__(self, ws: Workspace, wh: Warehouse, *, stored: bool = True) -> None:
         self.ws = ws
         self.base = wh
         self.local = threading.local()
         self.cache: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self.lock = threading.Lock()
         self._models: tuple[float, list[StageModel]] | None = None
+        # Whether to read answers precomputed by `clm run` (off while precomputing).
+        self.use_stored = stored
+        self._has_store: bool | None = None
 
     @classmethod
     def for_warehouse(cls, wh: Warehouse, near: Path) -> Reader:
@@ -113,18 +122,38 @@ class Reader:
         return f"{row[0]}|{row[1]}" if row else ""
 
     def cached(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
-        """`make()` once per key and data stamp; a small LRU of 256 results."""
-        full = (*key, self.stamp())
+        """`make()` once per key and data stamp; a small LRU of 256 results.
+
+        Before computing, the answer `clm run` stored in `view_cache` under the same
+        key and stamp is used when there is one."""
+        stamp = self.stamp()
+        full = (*key, stamp)
         with self.lock:
             if full in self.cache:
                 self.cache.move_to_end(full)
                 return self.cache[full]
-        value = make()
+        value = self.stored(key, stamp)
+        if value is None:
+            value = make()
         with self.lock:
             self.cache[full] = value
             while len(self.cache) > 256:
                 self.cache.popitem(last=False)
         return value
+
+    def stored(self, key: tuple[Any, ...], stamp: str) -> Any:
+        """The answer precomputed for `key` at `stamp`, or None."""
+        if not self.use_stored:
+            return None
+        if self._has_store is None:
+            self._has_store = self.has("view_cache")
+        if not self._has_store:
+            return None
+        row = self.wh.con.con.execute(
+            "SELECT body FROM view_cache WHERE key = ? AND stamp = ? LIMIT 1",
+            [cache_key(key), stamp],
+        ).fetchone()
+        return json.loads(row[0]) if row else None
 
     def sql(self, text: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.wh.con.con.execute(text, params or []).df()
@@ -161,6 +190,11 @@ def plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
     return value
+
+
+def cache_key(key: tuple[Any, ...]) -> str:
+    """A cache key as the text stored in `view_cache.key`: a JSON list."""
+    return json.dumps(plain(list(key)))
 
 
 def records(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -368,30 +402,34 @@ def population_series(
     m = r.model(model)
     g = grain or m.grain
 
-    def make() -> pd.DataFrame:
+    def make() -> list[dict[str, Any]]:
         from clm.metrics.context import build_context
 
-        ctx = build_context(r.wh, m, g, r.tz)
-        pop = ctx.population.reindex(columns=m.stage_names, fill_value=0)
-        return (
-            pop.rename_axis("period_start")
-            .reset_index()
-            .melt(id_vars="period_start", var_name="stage", value_name="population")
-        )
+        return series_records(build_context(r.wh, m, g, r.tz).population, m)
 
-    df = r.cached(("series", m.name, m.version, g), make)
-    df = df.assign(period_start=pd.to_datetime(df.period_start).dt.date)
-    if start:
-        df = df[df.period_start >= start]
-    if end:
-        df = df[df.period_start <= end]
+    rows = r.cached(("series", m.name, m.version, g), make)
+    # Days are ISO texts, so comparing the texts compares the days.
+    first = start.isoformat() if start else ""
+    last = end.isoformat() if end else "9999"
     return {
         "model": m.name,
         "version": m.version,
         "grain": g,
         "timezone": r.tz.key,
-        "series": records(df),
+        "series": [x for x in rows if first <= x["period_start"] <= last],
     }
+
+
+def series_records(population: pd.DataFrame, m: StageModel) -> list[dict[str, Any]]:
+    """Rows (period_start, stage, population) of a metric context's population."""
+    pop = population.reindex(columns=m.stage_names, fill_value=0)
+    df = (
+        pop.rename_axis("period_start")
+        .reset_index()
+        .melt(id_vars="period_start", var_name="stage", value_name="population")
+    )
+    df["period_start"] = pd.to_datetime(df.period_start).dt.date
+    return records(df)
 
 
 def transitions(
@@ -756,3 +794,57 @@ def receipt(r: Reader, receipt_id: str) -> dict[str, Any]:
     row = records(df)[0]
     row["body"] = json.loads(row["body"] or "{}")
     return row
+
+
+# -- precomputed answers (written by `clm run`) ----------------------------------------
+
+# Views whose cache key is (view, model, model version, …).
+MODEL_VIEWS = ("populations", "series", "transitions", "stage")
+
+
+def precompute(ws: Workspace, models: list[StageModel]) -> int:
+    """Store what the dashboard's pages need for `models` in `view_cache`.
+
+    Runs the view functions once, exactly as the server would, with stored answers
+    turned off, and keeps every JSON answer they cached; the metric values of each
+    grain are stored in `metric_values` on the way (their context also gives the
+    population series, so it is built once). Returns the number of answers stored.
+    """
+    from clm.metrics.compute import compute_metrics
+
+    wh = ws.warehouse
+    r = Reader(ws, wh, stored=False)
+    stamp = r.stamp()
+    for m in models:
+        for g in dict.fromkeys((m.grain, "month")):
+            res = compute_metrics(wh, m, grain=g, timezone=ws.timezone, store=True)
+            if res.context is not None:
+                key = ("series", m.name, m.version, g, stamp)
+                r.cache[key] = series_records(res.context.population, m)
+            overview(r, m.name, g)
+        for s in m.stage_names:
+            stage_detail(r, m.name, s, m.grain)
+        transitions(r, m.name, None, None)
+    cohorts(r)
+    rows = []
+    now = datetime.now(UTC).replace(tzinfo=None)
+    for full, value in r.cache.items():
+        # Only JSON answers; the metric frames are read from metric_values instead.
+        if not isinstance(value, dict | list) or full[-1] != stamp:
+            continue
+        key = full[:-1]
+        own = key[0] in MODEL_VIEWS
+        rows.append(
+            {
+                "key": cache_key(key),
+                "model": str(key[1]) if own else "",
+                "model_version": int(key[2]) if own else 0,
+                "body": json.dumps(value),
+                "stamp": stamp,
+                "computed_at": now,
+            }
+        )
+    t = wh.table("view_cache")
+    # Rows of any older stamp can never be read again: replace them all.
+    wh.replace_rows("view_cache", t.key.notnull() | t.key.isnull(), pd.DataFrame(rows))
+    return len(rows)

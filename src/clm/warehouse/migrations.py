@@ -42,9 +42,20 @@ def _value_tables(wh: Warehouse) -> None:
             wh.con.create_table(name, schema=TABLES[name])
 
 
+def _view_tables(wh: Warehouse) -> None:
+    """3 -> 4: answers of the dashboard's read views precomputed by `clm run`."""
+    from clm.warehouse.schema import TABLES, VIEW_TABLES
+
+    existing = set(wh.con.list_tables())
+    for name in VIEW_TABLES:
+        if name not in existing:
+            wh.con.create_table(name, schema=TABLES[name])
+
+
 STEPS: dict[int, Callable[[Warehouse], None]] = {
     1: _identity_tables,
     2: _value_tables,
+    3: _view_tables,
 }
 
 

@@ -12,7 +12,7 @@ import ibis
 import ibis.expr.schema as sch
 
 # Bump together with a migration step in `warehouse.migrations.STEPS`.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 EVENTS = ibis.schema(
     {
@@ -244,6 +244,19 @@ VALUE_FITS = ibis.schema(
     }
 )
 
+# -- dashboard (schema version 4): answers of the read views precomputed by clm run --
+
+VIEW_CACHE = ibis.schema(
+    {
+        "key": "string",  # JSON list: the view and its arguments, e.g. ["series", …]
+        "model": "string",  # '' for a view that does not depend on a stage model
+        "model_version": "int64",
+        "body": "string",  # the view's answer as JSON text
+        "stamp": "string",  # the receipts stamp it was computed at (see server.views)
+        "computed_at": "timestamp",
+    }
+)
+
 TABLES: dict[str, sch.Schema] = {
     "events": EVENTS,
     "stage_history": STAGE_HISTORY,
@@ -263,6 +276,7 @@ TABLES: dict[str, sch.Schema] = {
     "erasures": ERASURES,
     "customer_value": CUSTOMER_VALUE,
     "value_fits": VALUE_FITS,
+    "view_cache": VIEW_CACHE,
 }
 IDENTITY_TABLES = (
     "identities",
@@ -275,3 +289,4 @@ IDENTITY_TABLES = (
     "erasures",
 )
 VALUE_TABLES = ("customer_value", "value_fits")
+VIEW_TABLES = ("view_cache",)

@@ -1,0 +1,156 @@
+"""The answers `clm run` precomputes for the dashboard (`view_cache`), the schema step
+that adds the table, and the JSON envelope of Starlette's own 404 and 405 under /api/v1.
+
+The precomputed answers are compared with the same views computed afresh with the
+table turned off, on a small simulated shop; a row is tampered with to show that the
+views read it, and a new receipt shows that a stale row is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+import clm
+from clm.demo.simulate import write_parquet
+from clm.receipts import Receipt
+from clm.server import views
+from clm.server.app import create_app
+from clm.warehouse.engine import Warehouse
+from clm.warehouse.migrations import migrate
+from clm.warehouse.schema import SCHEMA_VERSION
+from clm.workspace import Workspace
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    root = tmp_path_factory.mktemp("precompute")
+    events = root / "events.parquet"
+    write_parquet(events, 300, seed=11)
+    ws = clm.init(root / "ws", timezone="Europe/Berlin")
+    ws._save_receipt(ws.import_events(events))
+    ws.run()
+    yield ws
+    ws.close()
+
+
+def stored_rows(ws: Workspace) -> list[tuple[list[Any], str, str]]:
+    rows = ws.warehouse.con.con.execute(
+        "SELECT key, body, stamp FROM view_cache ORDER BY key"
+    ).fetchall()
+    return [(json.loads(k), b, s) for k, b, s in rows]
+
+
+def fresh(ws: Workspace, key: list[Any]) -> Any:
+    """The answer of the view behind `key`, computed now without the table."""
+    r = views.Reader(ws, ws.warehouse, stored=False)
+    view, rest = key[0], key[1:]
+    if view == "populations":
+        return views.populations(r, rest[0], date.fromisoformat(rest[2]))
+    if view == "series":
+        return views.population_series(r, rest[0], rest[2])["series"]
+    if view == "transitions":
+        s, e = date.fromisoformat(rest[2]), date.fromisoformat(rest[3])
+        return views.transitions(r, rest[0], s, e)
+    if view == "stage":
+        got = views.stage_detail(r, rest[0], rest[2], None)
+        keys = ("time_in_stage_days", "channels", "entered_from", "exited_to")
+        return {k: got[k] for k in keys}
+    if view == "cohorts":
+        return views.cohorts(r, rest[0])
+    raise AssertionError(f"unexpected stored view {key}")
+
+
+def test_precomputed_answers_equal_the_views(shop: Workspace) -> None:
+    rows = stored_rows(shop)
+    m = shop.model()
+    kinds = {k[0] for k, _, _ in rows}
+    assert kinds == {"populations", "series", "transitions", "stage", "cohorts"}
+    # Both grains the run promises, and every stage of the model.
+    assert {k[3] for k, _, _ in rows if k[0] == "series"} == {m.grain, "month"}
+    assert {k[3] for k, _, _ in rows if k[0] == "stage"} == set(m.stage_names)
+    stamp = views.Reader(shop, shop.warehouse).stamp()
+    for key, body, at in rows:
+        assert at == stamp
+        # Through JSON, as the server sends it: the stored text must say the same.
+        want = json.loads(json.dumps(views.plain(fresh(shop, key))))
+        assert json.loads(body) == want, key
+
+
+def test_overview_cards_from_the_run_equal_a_fresh_computation(
+    shop: Workspace,
+) -> None:
+    m = shop.model()
+    stored = views.overview(views.Reader(shop, shop.warehouse), m.name, "month")
+    computed = views.overview(
+        views.Reader(shop, shop.warehouse, stored=False), m.name, "month"
+    )
+    assert stored["cards"] and stored["series"]
+    assert stored == computed
+
+
+def test_views_read_the_table_and_ignore_a_stale_row(shop: Workspace) -> None:
+    con = shop.warehouse.con.con
+    key = views.cache_key(("cohorts", 12))
+    (real,) = con.execute("SELECT body FROM view_cache WHERE key = ?", [key]).fetchone()
+    con.execute("UPDATE view_cache SET body = ? WHERE key = ?", ['{"marker": 1}', key])
+    try:
+        assert views.cohorts(views.Reader(shop, shop.warehouse)) == {"marker": 1}
+        # Anything imported or erased since the run changes the stamp.
+        shop._save_receipt(Receipt("test", source="stale"))
+        again = views.cohorts(views.Reader(shop, shop.warehouse))
+        assert again == json.loads(real)
+    finally:
+        con.execute("UPDATE view_cache SET body = ? WHERE key = ?", [real, key])
+
+
+def test_migration_adds_the_view_table(tmp_path: Path) -> None:
+    wh = Warehouse.duckdb(tmp_path / "old.duckdb")
+    try:
+        wh.con.drop_table("view_cache")
+        wh.set_meta("schema_version", "3")
+        migrate(wh)
+        assert "view_cache" in wh.con.list_tables()
+        assert wh.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    finally:
+        wh.close()
+
+
+class NoWarehouse:
+    wh = None
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "allow"),
+    [
+        ("GET", "/api/v1/no/such/thing", 404, None),
+        ("POST", "/api/v1/stages", 405, "GET"),
+        ("DELETE", "/api/v1/customers/c1", 405, "GET"),
+        ("PUT", "/api/v1/models/validate", 405, "POST"),
+    ],
+)
+def test_404_and_405_under_the_api_use_the_envelope(
+    method: str, path: str, status: int, allow: str | None
+) -> None:
+    client = TestClient(create_app(NoWarehouse()))  # type: ignore[arg-type]
+    r = client.request(method, path)
+    assert r.status_code == status
+    assert r.headers["content-type"].startswith("application/json")
+    err = r.json()["error"]
+    assert err["status"] == status and err["retry"] is False and path in err["message"]
+    if allow:
+        assert allow in r.headers["allow"] and allow in err["valid"]
+        assert err["field"] == "method" and err["value"] == method
+
+
+def test_404_outside_the_api_stays_plain() -> None:
+    client = TestClient(create_app(NoWarehouse()))  # type: ignore[arg-type]
+    r = client.get("/no-such-page.txt")
+    assert r.status_code == 404
+    assert not r.headers["content-type"].startswith("application/json")
