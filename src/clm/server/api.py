@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,39 @@ def json_response(body: Any, status: int = 200, **headers: str) -> Response:
         media_type="application/json",
         headers=headers or None,
     )
+
+
+def http_error(
+    path: str, method: str, status: int, headers: Mapping[str, str] | None = None
+) -> Response:
+    """Starlette's own 404 and 405 (no route, wrong method) in the one envelope.
+
+    `create_app` routes every HTTPException under /api/v1 here, so a client never
+    has to parse a plain-text error from the read API."""
+    headers = dict(headers or {})
+    if status == 405:
+        allow = headers.get("Allow") or headers.get("allow") or "GET"
+        body = error_body(
+            405,
+            "method_not_allowed",
+            f"{method} is not allowed on {path}; use {allow}",
+            field="method",
+            value=method,
+            valid=allow,
+        )
+    elif status == 404:
+        body = error_body(
+            404,
+            "not_found",
+            f"no endpoint {path}; the list is at {PREFIX} and {PREFIX}/openapi.json",
+        )
+    else:
+        body = error_body(status, "http", f"HTTP {status} on {method} {path}")
+    return json_response(body, status, **headers)
+
+
+def is_api_path(path: str) -> bool:
+    return path == PREFIX or path.startswith(PREFIX + "/")
 
 
 # -- parameters ----------------------------------------------------------------------

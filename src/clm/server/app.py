@@ -19,14 +19,15 @@ from typing import Any
 
 import orjson
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from clm.collect import http_matomo, http_segment
 from clm.collect.http_segment import Answer
 from clm.collect.intake import Intake
-from clm.server.api import read_routes
+from clm.server.api import http_error, is_api_path, read_routes
 
 log = logging.getLogger("clm.server")
 
@@ -177,4 +178,21 @@ def create_app(intake: Intake) -> Starlette:
         Route("/clm.js", clm_js, methods=["GET"]),
         Mount("", routes=read_routes(intake)),  # read API and dashboard (server.api)
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+
+    async def http_exception(request: Request, exc: Exception) -> Response:
+        # No route or a wrong method: the read API's JSON envelope under /api/v1,
+        # Starlette's plain text elsewhere.
+        assert isinstance(exc, HTTPException)
+        if is_api_path(request.url.path):
+            return http_error(
+                request.url.path, request.method, exc.status_code, exc.headers
+            )
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception},
+    )
