@@ -97,15 +97,6 @@ def _hashed(expr: str, salt: str) -> str:
     return f"sha256({sql_str(salt)} || ':' || {expr})"
 
 
-def _pick(path: str) -> str:
-    """SQL: a trait from identify traits, else from context.traits."""
-    return (
-        f"coalesce(CASE WHEN type = 'identify' THEN "
-        f"json_extract_string(properties, {sql_str('$.' + path)}) END, "
-        f"json_extract_string(context, {sql_str('$.traits.' + path)}))"
-    )
-
-
 # Only identify and alias calls and events carrying context.traits can hold more than a
 # user and an anonymous id ("rich" events); every other event is "plain".
 RICH_SQL = (
@@ -132,35 +123,45 @@ def plain_sql(where: str) -> str:
 def extract_sql(source: str, salt: str, custom_ids: Sequence[str]) -> str:
     """SQL over rich events in `source`: one row per event with its identifier keys.
 
-    Columns: event_id, timestamp, reason (identify, alias or event) and `ids`: all
-    valid keys, the attributing key (user, else anonymous) first.
+    Columns: event_id, timestamp, reason (identify, alias or event), `hub` (the first
+    valid key: user, else anonymous, else a trait) and `ids`: the candidate keys,
+    NULL where a value is missing or invalid, possibly repeating `hub`.
     """
-    email = f"lower(trim({_pick('email')}))"
-    phone = f"regexp_replace({_pick('phone')}, '[^0-9]', '', 'g')"
-    prev = (
-        "CASE WHEN type = 'alias' THEN coalesce("
-        "json_extract_string(properties, '$.previousId'), "
-        "json_extract_string(properties, '$.previous_id')) END"
+    # Each JSON text is parsed once: a list of paths gives a list of values. Traits
+    # come from identify calls' properties, else from context.traits.
+    names = ["email", "phone", *custom_ids]
+    props = ", ".join(sql_str("$." + n) for n in names)
+    ctx = ", ".join(sql_str("$.traits." + n) for n in names)
+    traits = ", ".join(
+        f"coalesce(p[{k}], c[{k}]) AS t{k}" for k in range(1, len(names) + 1)
     )
+    email = "lower(trim(t1))"
+    phone = "regexp_replace(t2, '[^0-9]', '', 'g')"
     parts = [
         key_sql("user_id", USER),
         key_sql("anonymous_id", ANON),
         f"CASE WHEN {valid_sql(email)} AND {email} LIKE '%@%' "
         f"THEN 'email:' || {_hashed(email, salt)} END",
         f"CASE WHEN length({phone}) >= 5 THEN 'phone:' || {_hashed(phone, salt)} END",
-        key_sql(prev, ANON),
+        key_sql("coalesce(prev[1], prev[2])", ANON),
     ]
-    for name in custom_ids:
-        value = _pick(name)
+    for k, name in enumerate(custom_ids, start=3):
         parts.append(
-            f"CASE WHEN {valid_sql(value)} THEN "
-            f"{sql_str('custom:' + name + ':')} || trim({value}) END"
+            f"CASE WHEN {valid_sql(f't{k}')} THEN "
+            f"{sql_str('custom:' + name + ':')} || trim(t{k}) END"
         )
-    return f"""SELECT event_id, timestamp,
-        CASE WHEN type IN ('identify', 'alias') THEN type ELSE 'event' END AS reason,
-        list_distinct_ordered([{", ".join(parts)}]) AS ids
-        FROM {source} WHERE {RICH_SQL}"""
-
-
-LIST_MACRO = """CREATE OR REPLACE TEMP MACRO list_distinct_ordered(l) AS
-    list_filter(l, (x, i) -> x IS NOT NULL AND NOT list_contains(l[1:i - 1], x))"""
+    return f"""SELECT event_id, timestamp, reason, coalesce(ids[1], {
+        ", ".join(f"ids[{k}]" for k in range(2, len(parts) + 1))
+    }) AS hub, ids
+        FROM (SELECT event_id, timestamp, reason, [{", ".join(parts)}] AS ids
+        FROM (SELECT event_id, timestamp, user_id, anonymous_id, reason, prev,
+          {traits}
+        FROM (SELECT event_id, timestamp, user_id, anonymous_id,
+          CASE WHEN type IN ('identify', 'alias') THEN type ELSE 'event' END
+            AS reason,
+          CASE WHEN type = 'identify' THEN json_extract_string(properties, [{props}])
+            END AS p,
+          json_extract_string(context, [{ctx}]) AS c,
+          CASE WHEN type = 'alias' THEN json_extract_string(properties,
+            ['$.previousId', '$.previous_id']) END AS prev
+        FROM {source} WHERE {RICH_SQL})))"""

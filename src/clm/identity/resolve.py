@@ -31,7 +31,6 @@ from clm.errors import ConfigError
 from clm.identity import graph
 from clm.identity.identifiers import (
     ANON,
-    LIST_MACRO,
     PLACEHOLDERS,
     extract_sql,
     plain_sql,
@@ -141,7 +140,6 @@ def resolve(
     run_id = receipt.receipt_id
     salt = workspace_salt(wh, salt)
     con = _db(wh)
-    con.execute(LIST_MACRO)
     progress.start("resolving identities", total=4)
     try:
         with receipt.timed("extract"):
@@ -219,8 +217,10 @@ def _extract(
                 'event' AS reason
               FROM _id_plain WHERE ukey IS NOT NULL AND akey IS NOT NULL
               UNION ALL
-              SELECT ids[1], unnest(ids[2:]), event_id, timestamp, reason
-              FROM _id_rich WHERE len(ids) > 1)
+              SELECT hub, other, event_id, ts, reason FROM (
+                SELECT hub, unnest(ids) AS other, event_id, timestamp AS ts, reason
+                FROM _id_rich WHERE hub IS NOT NULL)
+              WHERE other IS NOT NULL AND other <> hub)
         GROUP BY ALL"""
     )
     # Keep, per pair, the earliest event that linked it (old or new).
@@ -328,9 +328,8 @@ def _components(
         conflict_idx = np.flatnonzero(keep)[split.conflict_edges]
     chosen = graph.survivors(labels, is_user, is_named, fs)
 
-    status = np.where(
-        blocked, "blocked", np.where(quarantined, "quarantined", "linked")
-    )
+    # Status as a small integer code, named in SQL: no 2M-row text array in numpy.
+    status = np.where(blocked, 2, np.where(quarantined, 1, 0)).astype(np.int8)
     con.register(
         "_id_assign_arrow",
         pa.table(
@@ -344,7 +343,8 @@ def _components(
     )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _id_assign AS
-        SELECT a.i, a.label, a.status,
+        SELECT a.i, a.label,
+          ['linked', 'quarantined', 'blocked'][a.status + 1] AS status,
           {_KEY_TO_CID.format("c.key")} AS customer_id
         FROM _id_assign_arrow a JOIN _id_nodes c ON c.i = a.chosen"""
     )
@@ -353,7 +353,8 @@ def _components(
     merges = _log_merges(wh, run_id)
     conflicts = _log_conflicts(wh, edges, conflict_idx, q, cap)
     return {
-        "customers": len(np.unique(labels)) if n else 0,
+        # Labels are numbered 0..k-1 by both graph passes: k customers.
+        "customers": int(labels.max()) + 1 if n else 0,
         "merges": merges,
         "conflicts": conflicts,
         "quarantined": int(quarantined.sum()),
