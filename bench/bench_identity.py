@@ -7,13 +7,15 @@ Events are generated in DuckDB: customer c has user id `u<c>` and two anonymous 
 events carry the user id, every 50th is an identify call with an email trait. The
 incremental pass adds
 `--new` events (new import id): half from existing customers, half from new ones.
-Prints JSON with the timings; the figures go to docs/benchmarks-identity.md.
+Prints JSON with the timings and the load average at the end (the machine is shared:
+read the figures next to it); the figures go to docs/benchmarks-identity.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -69,6 +71,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
                 "events": args.events,
                 "identifiers": idents,
                 "customers": customers,
