@@ -154,3 +154,37 @@ def test_404_outside_the_api_stays_plain() -> None:
     r = client.get("/no-such-page.txt")
     assert r.status_code == 404
     assert not r.headers["content-type"].startswith("application/json")
+
+
+def test_cohorts_match_pandas_and_leave_unseen_months_empty(shop: Workspace) -> None:
+    con = shop.warehouse.con.con
+    ev = con.execute(
+        "SELECT user_id, anonymous_id, timestamp FROM events "
+        "WHERE event = 'order_completed'"
+    ).df()
+    ids = con.execute("SELECT identifier, customer_id FROM customers").df()
+    user = ev.user_id.fillna("").str.strip()
+    key = ("user:" + user).where(
+        user != "", "anon:" + ev.anonymous_id.fillna("").str.strip()
+    )
+    ev["customer_id"] = key.map(dict(zip(ids.identifier, ids.customer_id, strict=True)))
+    local = ev.timestamp.dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin")
+    ev["m"] = local.dt.year * 12 + local.dt.month - 1
+    ev = ev.dropna(subset=["customer_id"])
+    first = ev.groupby("customer_id").m.transform("min")
+    ev["k"] = ev.m - first
+    ev["cohort"] = first
+    last = int(ev.m.max())
+    cells = ev.drop_duplicates(["customer_id", "k"]).groupby(["cohort", "k"]).size()
+    got = views.cohorts(views.Reader(shop, shop.warehouse, stored=False), 6)
+    assert len(got["cohorts"]) == ev.cohort.nunique()
+    for row in got["cohorts"]:
+        d = date.fromisoformat(row["cohort"])
+        c = d.year * 12 + d.month - 1
+        size = int(cells.get((c, 0), 0))
+        assert row["customers"] == size
+        for k, share in enumerate(row["retention"]):
+            if c + k > last:
+                assert share is None, (row["cohort"], k)
+            else:
+                assert share == pytest.approx(cells.get((c, k), 0) / size)

@@ -600,7 +600,8 @@ def stage_detail(
 
 def cohorts(r: Reader, months: int = 12) -> dict[str, Any]:
     """Retention by first-order month: the share of each cohort that ordered again
-    in month k after its first (k = 0 is the first month, always 100%)."""
+    in month k after its first (k = 0 is the first month, always 100%). Months after
+    the last month with an order are not observed yet: None, not 0%."""
     tz = r.tz.key
 
     def make() -> dict[str, Any]:
@@ -620,19 +621,27 @@ def cohorts(r: Reader, months: int = 12) -> dict[str, Any]:
                   date_diff('month', f.cohort, o.m) AS k
                   FROM o JOIN f USING (customer_id))
             SELECT cohort::DATE AS cohort, k, count(*) AS customers FROM a
-            WHERE k <= ? GROUP BY 1, 2 ORDER BY 1, 2""",
-            [months],
+            GROUP BY 1, 2 ORDER BY 1, 2"""
         )
         rows = []
+        # The last month seen: cohort + k of the latest cell (k counts months); every
+        # k is kept until here so that a late order of an old cohort counts too.
+        last = 0
+        for cohort, k in zip(df.cohort, df.k, strict=True):
+            c = pd.Timestamp(cohort)
+            last = max(last, c.year * 12 + c.month - 1 + int(k))
+        df = df[df.k <= months]
         for cohort, part in df.groupby("cohort", sort=True):
             by = dict(zip(part.k.astype(int), part.customers.astype(int), strict=True))
             size = by.get(0, 0)
+            c = pd.Timestamp(cohort)
+            seen = last - (c.year * 12 + c.month - 1)
             rows.append(
                 {
-                    "cohort": pd.Timestamp(cohort).date().isoformat(),
+                    "cohort": c.date().isoformat(),
                     "customers": size,
                     "retention": [
-                        (by.get(k, 0) / size if size else None)
+                        (by.get(k, 0) / size if size and k <= seen else None)
                         for k in range(months + 1)
                     ],
                 }
