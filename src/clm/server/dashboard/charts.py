@@ -184,9 +184,13 @@ def timeline(
     label: Callable[[str], str],
     day: Callable[[datetime], str],
     *,
+    until: datetime | None = None,
     width: int = 880,
 ) -> str:
-    """A customer's stages as consecutive coloured spans on one time axis."""
+    """A customer's stages as consecutive coloured spans on one time axis.
+
+    A stage that still holds runs to `until` (the end of the observed data), so the
+    current stage is drawn as long as it has lasted, not as a sliver."""
     if not spans:
         return ""
     parse = datetime.fromisoformat
@@ -194,6 +198,8 @@ def timeline(
     ends = [parse(s["valid_to"]) if s["valid_to"] else None for s in spans]
     lo = min(starts)
     hi = max([e for e in ends if e] + starts)
+    if until is not None and any(e is None for e in ends):
+        hi = max(hi, until)
     if hi == lo:
         hi = lo.replace(year=lo.year + 1)
     span = (hi - lo).total_seconds()

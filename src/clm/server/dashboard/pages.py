@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -268,7 +268,13 @@ def routes(
             for s in data["stage_history"]
             if s["model"] == m.name and s["model_version"] == m.version
         ]
-        svg = charts.timeline(spans, m.stage_names, p.stage, p.day)
+        run = views.show_model(p.r, m.name)["last_run"] or {}
+        until = None
+        if run.get("observation_end"):
+            # Stored instants are UTC; the chart's span times carry +00:00.
+            until = datetime.fromisoformat(run["observation_end"])
+            until = until if until.tzinfo else until.replace(tzinfo=UTC)
+        svg = charts.timeline(spans, m.stage_names, p.stage, p.day, until=until)
         return {"data": data, "timeline": svg, "model": m}
 
     def models(p: Page, q: api.Params) -> dict[str, Any]:
