@@ -29,3 +29,7 @@ bench: $(STAMP)  ## the benchmarks behind docs/benchmarks.md
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-workspace
+
+screenshots: $(STAMP)  ## PNGs of every dashboard page (Debian's chromium) into docs/screenshots/
+	$(BIN)/python bench/screenshots.py --out docs/screenshots
+.PHONY: screenshots
