@@ -62,6 +62,14 @@ def fresh(ws: Workspace, key: list[Any]) -> Any:
         got = views.stage_detail(r, rest[0], rest[2], None)
         keys = ("time_in_stage_days", "channels", "entered_from", "exited_to")
         return {k: got[k] for k in keys}
+    if view == "stage_customers":
+        got = views.stage_detail(r, rest[0], rest[2], None, rest[4], rest[5])
+        assert got["as_of"] == rest[3]
+        return {"total": got["customers"]["total"], "rows": got["customers"]["rows"]}
+    if view == "overview":
+        got = views.overview(r, rest[0], rest[2])
+        del got["caveats"]  # computed on each request: they depend on today
+        return got
     if view == "cohorts":
         return views.cohorts(r, rest[0])
     raise AssertionError(f"unexpected stored view {key}")
@@ -71,10 +79,19 @@ def test_precomputed_answers_equal_the_views(shop: Workspace) -> None:
     rows = stored_rows(shop)
     m = shop.model()
     kinds = {k[0] for k, _, _ in rows}
-    assert kinds == {"populations", "series", "transitions", "stage", "cohorts"}
+    assert kinds == {
+        "populations",
+        "series",
+        "transitions",
+        "stage",
+        "stage_customers",
+        "overview",
+        "cohorts",
+    }
     # Both grains the run promises, and every stage of the model.
     assert {k[3] for k, _, _ in rows if k[0] == "series"} == {m.grain, "month"}
     assert {k[3] for k, _, _ in rows if k[0] == "stage"} == set(m.stage_names)
+    assert {k[3] for k, _, _ in rows if k[0] == "overview"} == {m.grain, "month"}
     stamp = views.Reader(shop, shop.warehouse).stamp()
     for key, body, at in rows:
         assert at == stamp

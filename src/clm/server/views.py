@@ -489,36 +489,41 @@ def overview(r: Reader, model: str | None, grain: str | None) -> dict[str, Any]:
     """Populations now and over time, one KPI card per stage, the caveats."""
     m = r.model(model)
     g = grain or m.grain
-    now = populations(r, m.name, None)
-    series = population_series(r, m.name, g)
-    kpis = metrics(r, m.name, g)["values"]
-    cards = []
-    for s in m.stage_names:
-        mine = [v for v in kpis if v["stage"] == s]
-        last_period = max((v["period_start"] for v in mine), default=None)
-        cards.append(
-            {
-                "stage": s,
-                "kpis": [v for v in mine if v["period_start"] == last_period],
-                "trend": {
-                    key: [v["value"] for v in mine if v["metric"] == key]
-                    for key in dict.fromkeys(v["metric"] for v in mine)
-                },
-            }
-        )
-    last = date.fromisoformat(now["as_of"])
-    return {
-        "model": m.name,
-        "version": m.version,
-        "grain": g,
-        "timezone": r.tz.key,
-        "as_of": now["as_of"],
-        "populations": now["stages"],
-        "total": now["total"],
-        "series": series["series"],
-        "cards": cards,
-        "caveats": _caveats(r, m, last, now["total"]),
-    }
+
+    def make() -> dict[str, Any]:
+        now = populations(r, m.name, None)
+        series = population_series(r, m.name, g)
+        kpis = metrics(r, m.name, g)["values"]
+        cards = []
+        for s in m.stage_names:
+            mine = [v for v in kpis if v["stage"] == s]
+            last_period = max((v["period_start"] for v in mine), default=None)
+            cards.append(
+                {
+                    "stage": s,
+                    "kpis": [v for v in mine if v["period_start"] == last_period],
+                    "trend": {
+                        key: [v["value"] for v in mine if v["metric"] == key]
+                        for key in dict.fromkeys(v["metric"] for v in mine)
+                    },
+                }
+            )
+        return {
+            "model": m.name,
+            "version": m.version,
+            "grain": g,
+            "timezone": r.tz.key,
+            "as_of": now["as_of"],
+            "populations": now["stages"],
+            "total": now["total"],
+            "series": series["series"],
+            "cards": cards,
+        }
+
+    body = r.cached(("overview", m.name, m.version, g), make)
+    # The caveats depend on today's date too: never stored.
+    last = date.fromisoformat(body["as_of"])
+    return {**body, "caveats": _caveats(r, m, last, int(body["total"]))}
 
 
 def stage_detail(
@@ -571,14 +576,20 @@ def stage_detail(
         }
 
     info = r.cached(("stage", *key), facts)
-    at = queries.stages_as_of(r.wh, m, day, r.tz)
-    mine = at.filter(at.stage == stage)
-    total = int(r.wh.scalar(mine.count()))
-    rows = (
-        mine.order_by("customer_id")
-        .limit(page_size, offset=(page - 1) * page_size)
-        .to_pandas()
-    )
+
+    def listed() -> dict[str, Any]:
+        at = queries.stages_as_of(r.wh, m, day, r.tz)
+        mine = at.filter(at.stage == stage)
+        total = int(r.wh.scalar(mine.count()))
+        rows = (
+            mine.order_by("customer_id")
+            .limit(page_size, offset=(page - 1) * page_size)
+            .to_pandas()
+        )
+        return {"total": total, "rows": [str(c) for c in rows.customer_id]}
+
+    # One scan of the stage's history per page; the first page is precomputed.
+    now = r.cached(("stage_customers", *key, day, page, page_size), listed)
     return {
         "model": m.name,
         "version": m.version,
@@ -589,8 +600,8 @@ def stage_detail(
         "kpis": metrics(r, m.name, g, stage)["values"],
         **info,
         "customers": {
-            **page_of(total, page, page_size),
-            "rows": [str(c) for c in rows.customer_id],
+            **page_of(int(now["total"]), page, page_size),
+            "rows": list(now["rows"]),
         },
     }
 
@@ -808,7 +819,14 @@ def receipt(r: Reader, receipt_id: str) -> dict[str, Any]:
 # -- precomputed answers (written by `clm run`) ----------------------------------------
 
 # Views whose cache key is (view, model, model version, …).
-MODEL_VIEWS = ("populations", "series", "transitions", "stage")
+MODEL_VIEWS = (
+    "populations",
+    "series",
+    "transitions",
+    "stage",
+    "stage_customers",
+    "overview",
+)
 
 
 def precompute(ws: Workspace, models: list[StageModel]) -> int:
