@@ -40,6 +40,10 @@ def sample_frame(shared_data: Path) -> pd.DataFrame:
     return raw
 
 
+# One worker runs this module in file order: its tests share one workspace.
+pytestmark = pytest.mark.xdist_group("value_cdnow")
+
+
 @pytest.fixture(scope="module")
 def cdnow_ws(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("value")
@@ -165,8 +169,11 @@ def test_report_sections_rfm_grid_and_holdout_chart(cdnow_ws: Path) -> None:
 
     from clm.report.build import value_sections
 
-    # Runs after the predict and validate tests above, which wrote the value rows
-    # and a calibration fit.
+    # The report needs value rows and a calibration fit. Write them here too, so that
+    # the test does not depend on which tests ran before it on this worker.
+    ws_dir = str(cdnow_ws)
+    run("clv", "predict", "-w", ws_dir, "--as-of", "1997-09-30", "--json")
+    run("clv", "validate", "-w", ws_dir, "--calibration-end", "1997-09-30", "--json")
     with clm.open(cdnow_ws) as ws:
         rows = ws.warehouse.table("customer_value").to_pandas()
         for lang, grid_title, chart_title in (
