@@ -260,3 +260,14 @@ def test_as_of_cuts_the_observation(wh):
     assert h["c1"][-1] == ("lapsed", D("2024-01-29"), None)
     assert "c2" not in h  # its only event is after the observation end
     assert result.receipt.details["observation_end"] == "2024-02-01 00:00:00"
+
+
+def test_bot_events_make_no_customer(wh):
+    # The collector flags crawlers in context.clm.bot; they are left out of stages.
+    frame = events(
+        [("human", None, "2024-01-02 10:00"), ("crawler", None, "2024-01-02 11:00")]
+    )
+    frame["context"] = [None, '{"clm":{"bot":true,"browser":"Googlebot"}}']
+    wh.append("events", frame)
+    run_model(wh, load_model_text(MODEL), timezone="UTC")
+    assert set(history(wh)) == {"human"}

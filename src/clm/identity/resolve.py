@@ -62,8 +62,12 @@ def _valid(col: ir.StringValue) -> ir.BooleanValue:
 
 
 def customer_events(wh: Warehouse) -> ir.Table:
-    """`events` with a `customer_id` column; events with no identifier are left out."""
+    """`events` with a `customer_id` column; events with no identifier are left out,
+    and so are events the collector flagged as coming from a bot or crawler
+    (`context.clm.bot`, written compactly by `clm serve` when `serve.bot_filter` is
+    on): stages, metrics and profiles count people."""
     ev = wh.table("events")
+    ev = ev.filter(~ev.context.contains('"bot":true').fill_null(False))
     user_ok, anon_ok = _valid(ev.user_id), _valid(ev.anonymous_id)
     key = ibis.cases(
         (user_ok, "user:" + ev.user_id.strip()),
