@@ -64,7 +64,7 @@ def build_report_data(
         grain=grain,
         timezone=str(tz.key),
         currency=ws.currency,
-        generated_at=datetime.now(),
+        generated_at=datetime.now(tz),
         data_from=first_day,
         data_to=last,
         populations=populations,
