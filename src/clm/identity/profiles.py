@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import uuid
 
+import ibis
+
 from clm.identity.resolve import _db, customer_events
 from clm.receipts import Receipt
 from clm.warehouse.engine import Warehouse
@@ -87,7 +89,18 @@ def build_profiles(wh: Warehouse) -> Receipt:
     con = _db(wh)
     name = f"_clm_prof_{uuid.uuid4().hex[:8]}"
     with receipt.timed("events"):
-        sql = wh.con.compile(customer_events(wh))
+        # Copy only what the profile reads: the JSON payloads are most of an event's
+        # bytes, and only identify calls and events with traits need them.
+        ev = customer_events(wh)
+        slim = ev.select(
+            "customer_id", "event_id", "timestamp", "type", "event", "channel",
+            "utm_source", "utm_campaign", "revenue",
+            properties=ibis.ifelse(ev.type == "identify", ev.properties, None),
+            context=ibis.ifelse(
+                ev.context.contains('"traits"').fill_null(False), ev.context, None
+            ),
+        )  # fmt: skip
+        sql = wh.con.compile(slim)
         con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
     try:
         with receipt.timed("build"):
