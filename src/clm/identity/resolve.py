@@ -65,29 +65,39 @@ def customer_events(wh: Warehouse) -> ir.Table:
     """`events` with a `customer_id` column; events with no identifier are left out,
     and so are events the collector flagged as coming from a bot or crawler
     (`context.clm.bot`, written compactly by `clm serve` when `serve.bot_filter` is
-    on): stages, metrics and profiles count people."""
+    on): stages, metrics and profiles count people.
+
+    Every caller reads events through here, so it must be cheap: the identifier
+    checks and the look-up in `customers` run once per distinct (user id, anonymous
+    id) pair, and the events join that small table on the raw pair (null-safe)."""
     ev = wh.table("events")
     ev = ev.filter(~ev.context.contains('"bot":true').fill_null(False))
-    user_ok, anon_ok = _valid(ev.user_id), _valid(ev.anonymous_id)
+    pairs = ev.select(_u=ev.user_id, _a=ev.anonymous_id).distinct()
+    user_ok, anon_ok = _valid(pairs._u), _valid(pairs._a)
     key = ibis.cases(
-        (user_ok, "user:" + ev.user_id.strip()),
-        (anon_ok, ANON + ev.anonymous_id.strip()),
+        (user_ok, "user:" + pairs._u.strip()),
+        (anon_ok, ANON + pairs._a.strip()),
         else_=ibis.null("string"),
     )
     fallback = ibis.cases(
-        (user_ok, ev.user_id.strip()),
-        (anon_ok, ANON + ev.anonymous_id.strip()),
+        (user_ok, pairs._u.strip()),
+        (anon_ok, ANON + pairs._a.strip()),
         else_=ibis.null("string"),
     )
-    ev = ev.mutate(_clm_key=key, _clm_fallback=fallback)
+    pairs = pairs.mutate(_k=key, _f=fallback)
     cust = wh.table("customers").select(
-        _clm_ident=lambda t: t.identifier, _clm_cid=lambda t: t.customer_id
+        _i=lambda t: t.identifier, _c=lambda t: t.customer_id
     )
-    joined = ev.left_join(cust, ev._clm_key == cust._clm_ident)
-    out = joined.mutate(
-        customer_id=ibis.coalesce(joined._clm_cid, joined._clm_fallback)
-    ).drop("_clm_key", "_clm_fallback", "_clm_ident", "_clm_cid")
-    return out.filter(out.customer_id.notnull())
+    mapped = pairs.left_join(cust, pairs._k == cust._i)
+    mapped = mapped.select(
+        _u=mapped._u, _a=mapped._a, customer_id=ibis.coalesce(mapped._c, mapped._f)
+    )
+    mapped = mapped.filter(mapped.customer_id.notnull())
+    joined = ev.join(
+        mapped,
+        [ev.user_id.identical_to(mapped._u), ev.anonymous_id.identical_to(mapped._a)],
+    )
+    return joined.drop("_u", "_a")
 
 
 # -- resolution ----------------------------------------------------------------------

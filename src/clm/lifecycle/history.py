@@ -153,8 +153,12 @@ def run_model(
         if pl.value_thresholds:
             pl.value_params = value_features.load_params(wh, model.source)
         ev = customer_events(wh)
-        span = ev.aggregate(
-            first=ev.timestamp.min(), last=ev.timestamp.max()
+        # The span of all events: far cheaper than that of the customer events (no
+        # identity join) and the same but for events without a customer, which can
+        # only widen the calendar by empty periods.
+        raw = wh.table("events")
+        span = raw.aggregate(
+            first=raw.timestamp.min(), last=raw.timestamp.max()
         ).to_pyarrow()
         first, last = span["first"][0].as_py(), span["last"][0].as_py()
     if first is None:
