@@ -205,3 +205,48 @@ def test_cohorts_match_pandas_and_leave_unseen_months_empty(shop: Workspace) -> 
                 assert share is None, (row["cohort"], k)
             else:
                 assert share == pytest.approx(cells.get((c, k), 0) / size)
+
+
+def expected_search(ws: Workspace, q: str, exact: str | None) -> list[str]:
+    con = ws.warehouse.con.con
+    ids = con.execute("SELECT identifier, customer_id FROM customers").df()
+    prof = con.execute("SELECT customer_id, traits FROM profiles").df()
+    low = q.lower()
+    hits = set(
+        ids.customer_id[ids.identifier.str.lower().str.contains(low, regex=False)]
+    )
+    by_prof = prof.customer_id.str.lower().str.contains(low, regex=False) | (
+        prof.traits.fillna("").str.lower().str.contains(low, regex=False)
+    )
+    hits |= set(prof.customer_id[by_prof])
+    rest = sorted(hits - {exact})
+    return ([exact] if exact else []) + rest
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_search_pages_cover_every_hit_once(shop: Workspace, exact: bool) -> None:
+    r = views.Reader(shop, shop.warehouse, stored=False)
+    cid = str(
+        shop.warehouse.con.con.execute(
+            "SELECT min(customer_id) FROM customers WHERE customer_id LIKE 'user-%'"
+        ).fetchone()[0]
+    )
+    # A short query matches many customers; a whole id is found exactly first.
+    q = cid if exact else cid[:-2]
+    want = expected_search(shop, q, cid if exact else None)
+    got: list[str] = []
+    page = 1
+    while True:
+        body = views.search_customers(r, q, page, 7)
+        assert body["total"] == len(want)
+        assert body["pages"] == max(1, -(-len(want) // 7))
+        got += [row["customer_id"] for row in body["rows"]]
+        if body["next"] is None:
+            break
+        page = body["next"]
+    assert got == want
+    # The exact hit is a LIKE hit too: it must come once, first; a short query
+    # must fill more than one page.
+    assert want[0] == cid if exact else len(want) > 7
+    past = views.search_customers(r, q, page + 1, 7)
+    assert past["rows"] == [] and past["total"] == len(want)
