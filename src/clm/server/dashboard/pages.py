@@ -287,8 +287,12 @@ def routes(
         try:
             r = reader()
             lang = pick_lang(request, str(r.ws.config.get("language", "en")))
+            model = request.query_params.get("model")
+            # The report only changes with the data: built once per data stamp
+            # (and model, language), like the views' answers; the time it states
+            # is when it was built.
             html = await run_in_threadpool(
-                report_html, r, request.query_params.get("model"), lang
+                r.cached, ("report", model, lang), lambda: report_html(r, model, lang)
             )
         except Exception as exc:
             status, body = api.envelope(exc)
