@@ -184,12 +184,22 @@ def run_model(
             ibis.memtable(cal.buckets_frame()), f"_clm_buckets_{run_id}"
         )
         try:
-            base = _base_events(wh, ev, pl, cal, buckets, end)
+            ev = ev.filter(ev.timestamp < ibis.literal(end))
+            # Customers get integer keys for the whole computation: every group-by
+            # and window below is on (customer, period), and integers hash and sort
+            # far faster than the customer id strings.
+            keys = ev.select("customer_id").distinct()
+            keys = keys.mutate(_ck=ibis.row_number().cast("int64"))
+            keys = wh.materialize(keys, f"_clm_keys_{run_id}")
+            base = _base_events(wh, ev, pl, cal, buckets, keys)
             base = wh.materialize(base, f"_clm_base_{run_id}")
             progress.advance()
             values = _feature_values(wh, pl, base, periods, buckets, cal, run_id)
             staged = _assign_stages(model, values)
             intervals = _collapse(staged, periods)
+            named = keys.select(_k=keys._ck, _cid=keys.customer_id)
+            intervals = intervals.join(named, intervals.customer_id == named._k)
+            intervals = intervals.mutate(customer_id=intervals._cid).drop("_k", "_cid")
             intervals = wh.materialize(intervals, f"_clm_intervals_{run_id}")
             progress.advance()
         except Exception:
@@ -265,13 +275,15 @@ def _base_events(
     pl: Plan,
     cal: Calendar,
     buckets: ir.Table,
-    end: datetime,
+    keys: ir.Table,
 ) -> ir.Table:
+    """The events the features read: integer customer key, the needed columns, the
+    time in epoch seconds, its 15-minute bucket and its period."""
     cols = sorted(
         c for c in pl.columns if c in EVENTS.names and c not in ("timestamp",)
     )
-    ev = ev.filter(ev.timestamp < ibis.literal(end))
-    sel = ev.select("customer_id", *cols, t=_epoch(ev.timestamp))
+    ev = ev.join(keys, "customer_id")
+    sel = ev.select(*cols, customer_id=ev._ck, t=_epoch(ev.timestamp))
     sel = sel.mutate(bk=(sel.t // BUCKET_SECONDS).cast("int64"))
     b = buckets.select(_bk2=buckets.bucket, p=buckets.p)
     return sel.join(b, sel.bk == b._bk2).drop("_bk2")
@@ -531,7 +543,7 @@ def _feature_values(
     # One shape for every stream, then one row per customer and candidate period.
     def shaped(t: ir.Table) -> ir.Table:
         cols: dict[str, ir.Value] = {
-            "customer_id": t.customer_id.cast("string"),
+            "customer_id": t.customer_id.cast("int64"),
             "p": t.p.cast("int64"),
         }
         for col, dtype in slots.items():
