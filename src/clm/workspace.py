@@ -169,9 +169,9 @@ class Operations:
         identity.counts["profiles"] = profiles.counts["profiles"]
         receipts.append(identity)
         # What the dashboard's pages need, so that they stay fast on big workspaces.
-        from clm.server.views import precompute
+        from clm.server.views import precompute_after_run
 
-        precompute(self, chosen)  # type: ignore[arg-type]  # always a Workspace
+        precompute_after_run(self, chosen)  # type: ignore[arg-type]  # a Workspace
         return receipts
 
     def stages(

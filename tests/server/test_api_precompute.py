@@ -35,9 +35,27 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     write_parquet(events, 300, seed=11)
     ws = clm.init(root / "ws", timezone="Europe/Berlin")
     ws._save_receipt(ws.import_events(events))
-    ws.run()
+    # `clm run` precomputes from PRECOMPUTE_MIN_EVENTS events on: lower it for this
+    # small shop so that the run itself writes the table.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(views, "PRECOMPUTE_MIN_EVENTS", 1)
+        ws.run()
     yield ws
     ws.close()
+
+
+def test_a_small_workspace_is_not_precomputed(tmp_path: Path) -> None:
+    events = tmp_path / "events.parquet"
+    rows = write_parquet(events, 40, seed=3)
+    assert rows < views.PRECOMPUTE_MIN_EVENTS
+    ws = clm.init(tmp_path / "ws", timezone="Europe/Berlin")
+    try:
+        ws._save_receipt(ws.import_events(events))
+        ws.run()
+        n = ws.warehouse.con.con.execute("SELECT count(*) FROM view_cache").fetchone()
+        assert n == (0,)
+    finally:
+        ws.close()
 
 
 def stored_rows(ws: Workspace) -> list[tuple[list[Any], str, str]]:

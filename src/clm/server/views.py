@@ -19,12 +19,13 @@ Speed. Stage populations, transitions and KPIs only change when `clm run` stores
 history (which cannot happen while the server holds the file), so their results are
 cached per "data stamp" (the latest receipt and the number of receipts). On a big
 workspace the first computation of a page costs seconds, so `clm run` ends with
-`precompute`: it calls the same view functions once (overview and stage pages of each
-model at its own grain and by month, the default transitions and the cohorts), stores
-their answers as JSON in the `view_cache` table with the stamp, and stores
-`metric_values` for those grains. `Reader.cached` looks there before computing; an
-answer stored under another stamp (an import, erase or split since the run) is ignored
-and the view computes as before, so a stale row can never be shown.
+`precompute` (from PRECOMPUTE_MIN_EVENTS events on): it calls the same view
+functions once (overview and stage pages of each model at its own grain and by
+month, the default transitions and the cohorts), stores their answers as JSON in
+the `view_cache` table with the stamp, and stores `metric_values` for those grains.
+`Reader.cached` looks there before computing; an answer stored under another stamp
+(an import, erase or split since the run) is ignored and the view computes as
+before, so a stale row can never be shown.
 """
 
 from __future__ import annotations
@@ -557,13 +558,13 @@ def stage_detail(
             "SELECT coalesce(p.first_channel, '(unknown)') AS channel, "
             "count(DISTINCT h.customer_id) AS customers "
             "FROM stage_history h LEFT JOIN profiles p USING (customer_id) "
-            f"WHERE h.{hist.replace(' AND ', ' AND h.')} GROUP BY 1 ORDER BY 2 DESC",
+            f"WHERE h.{hist.replace(' AND ', ' AND h.')} GROUP BY 1 ORDER BY 2 DESC, 1",
             args,
         )
         moves = r.sql(
             "SELECT coalesce(from_stage, ?) AS from_stage, to_stage, count(*) AS n "
             "FROM stage_transitions WHERE model = ? AND model_version = ? "
-            "AND (to_stage = ? OR from_stage = ?) GROUP BY 1, 2 ORDER BY 3 DESC",
+            "AND (to_stage = ? OR from_stage = ?) GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
             [queries.NEW, m.name, m.version, stage, stage],
         )
         return {
@@ -972,6 +973,20 @@ MODEL_VIEWS = (
     "stage_customers",
     "overview",
 )
+
+
+# Below this many events every page computes in about a second on first use, so
+# `clm run` does not spend time (1.8 s on a 2,000-customer demo) precomputing.
+PRECOMPUTE_MIN_EVENTS = 200_000
+
+
+def precompute_after_run(ws: Workspace, models: list[StageModel]) -> int:
+    """`precompute` when the workspace is big enough to need it (called by
+    `Operations.run`); returns the number of answers stored, 0 when skipped."""
+    row = ws.warehouse.con.con.execute("SELECT count(*) FROM events").fetchone()
+    if not row or int(row[0]) < PRECOMPUTE_MIN_EVENTS:
+        return 0
+    return precompute(ws, models)
 
 
 def precompute(ws: Workspace, models: list[StageModel]) -> int:
