@@ -983,8 +983,10 @@ PRECOMPUTE_MIN_EVENTS = 200_000
 def precompute_after_run(ws: Workspace, models: list[StageModel]) -> int:
     """`precompute` when the workspace is big enough to need it (called by
     `Operations.run`); returns the number of answers stored, 0 when skipped."""
-    row = ws.warehouse.con.con.execute("SELECT count(*) FROM events").fetchone()
-    if not row or int(row[0]) < PRECOMPUTE_MIN_EVENTS:
+    wh = ws.warehouse
+    if wh.con.name != "duckdb":
+        return 0  # the server reads DuckDB cursors: nothing to serve from Spark
+    if int(wh.scalar(wh.table("events").count())) < PRECOMPUTE_MIN_EVENTS:
         return 0
     return precompute(ws, models)
 
