@@ -141,8 +141,8 @@ class ValueFit:
 
 def transactions(wh: Warehouse, tz: ZoneInfo) -> pd.DataFrame:
     """Orders of resolved customers: customer_id, timestamp (local), amount."""
-    ev = customer_events(wh)
-    ev = ev.filter(ev.event == "order_completed")
+    raw = wh.table("events")
+    ev = customer_events(wh, raw.filter(raw.event == "order_completed"))
     frame = ev.select(
         "customer_id", "timestamp", amount=ev.revenue.fill_null(0.0)
     ).to_pandas()

@@ -61,7 +61,7 @@ def _valid(col: ir.StringValue) -> ir.BooleanValue:
     return col.notnull() & ~col.strip().lower().isin(list(PLACEHOLDERS))
 
 
-def customer_events(wh: Warehouse) -> ir.Table:
+def customer_events(wh: Warehouse, events: ir.Table | None = None) -> ir.Table:
     """`events` with a `customer_id` column; events with no identifier are left out,
     and so are events the collector flagged as coming from a bot or crawler
     (`context.clm.bot`, written compactly by `clm serve` when `serve.bot_filter` is
@@ -69,8 +69,10 @@ def customer_events(wh: Warehouse) -> ir.Table:
 
     Every caller reads events through here, so it must be cheap: the identifier
     checks and the look-up in `customers` run once per distinct (user id, anonymous
-    id) pair, and the events join that small table on the raw pair (null-safe)."""
-    ev = wh.table("events")
+    id) pair, and the events join that small table on the raw pair (null-safe).
+    A caller that needs only some events passes them filtered as `events` (a
+    filter of `wh.table("events")`), so that only their id pairs are looked up."""
+    ev = wh.table("events") if events is None else events
     ev = ev.filter(~ev.context.contains('"bot":true').fill_null(False))
     pairs = ev.select(_u=ev.user_id, _a=ev.anonymous_id).distinct()
     user_ok, anon_ok = _valid(pairs._u), _valid(pairs._a)

@@ -146,8 +146,10 @@ def build_context(
     )
 
     # Orders and refunds, attributed to the stage held at the order's time.
-    ev = customer_events(wh)
-    ev = ev.filter(ev.event.isin(["order_completed", "order_refunded"]))
+    raw = wh.table("events")
+    ev = customer_events(
+        wh, raw.filter(raw.event.isin(["order_completed", "order_refunded"]))
+    )
     ev = ev.filter(ev.timestamp < ibis.literal(end))
     w = ibis.window(group_by="customer_id", order_by=["timestamp", "event_id"])
     is_order = ev.event == "order_completed"

@@ -619,8 +619,8 @@ def cohorts(r: Reader, months: int = 12) -> dict[str, Any]:
     def make() -> dict[str, Any]:
         from clm.identity.resolve import customer_events
 
-        ev = customer_events(r.wh)
-        ev = ev.filter(ev.event == "order_completed")
+        raw = r.wh.table("events")
+        ev = customer_events(r.wh, raw.filter(raw.event == "order_completed"))
         orders = ev.select("customer_id", "timestamp")
         with_sql = r.wh.con.compile(orders)
         df = r.sql(
