@@ -14,8 +14,9 @@ Rules, and the choices made where the issue is silent:
 * A timestamp without a zone is local time in `timezone`; one with a zone (`Z`,
   `+02:00`) is taken as written. Both are stored as UTC. The format is chosen from a
   sample of the column (`TIME_FORMATS`, first that parses most wins).
-* A cancellation is an order whose id is `C` followed by a digit (the UCI convention)
-  or whose total is negative. It becomes `order_refunded` with revenue = -|total|.
+* A cancellation is an order whose total is negative, or whose id is `C` followed by
+  a digit (the UCI convention) and whose total is not positive: a shop whose ordinary
+  order numbers start with C keeps its orders. It becomes `order_refunded` with revenue = -|total|.
   With a stock-code column, `order_id` is the same customer's latest earlier order
   that contains the cancelled stock codes (most codes matched, then the latest);
   otherwise `order_id` is NULL. The cancellation's own id is in
@@ -298,7 +299,9 @@ def _transform(
                  _amount AS amount, _qty AS qty, _stock AS stock, _raw AS raw,
                  coalesce(_oid, 'row' || CAST(_row AS VARCHAR)) AS okey
           FROM {staged}_p WHERE _reason IS NULL),
-        kind AS (SELECT okey, bool_or({cancel_id}) OR sum(amount) < 0 AS cancel
+        kind AS (SELECT okey,
+                   (bool_or({cancel_id}) AND sum(amount) <= 0) OR sum(amount) < 0
+                     AS cancel
                  FROM ok GROUP BY okey)
         SELECT ok.*, kind.cancel,
           CASE WHEN NOT kind.cancel AND amount < 0
