@@ -104,10 +104,17 @@ def test_populations_at_the_end_match_pandas(cdnow):
 
 def test_populations_as_of_a_past_day_match_pandas(cdnow):
     ws, _, _, raw = cdnow
-    # 1997-09-30 is a Tuesday in the week Sep 29 – Oct 5, evaluated at Oct 6 00:00.
+    # 1997-09-30 is a Tuesday: the latest stage decided by its end is that of the week
+    # Sep 22 – 28, evaluated at Sep 29 00:00 (nothing after the day is looked at).
     assert populations(ws, "--as-of", "1997-09-30") == expected_stages(
+        raw, "1997-09-29"
+    )
+    # On Sunday Oct 5 the week Sep 29 – Oct 5 is complete: evaluated at Oct 6 00:00.
+    assert populations(ws, "--as-of", "1997-10-05") == expected_stages(
         raw, "1997-10-06"
     )
+    # Before the first week ends (Jan 6, 1997), nobody has a stage yet.
+    assert populations(ws, "--as-of", "1997-01-03") == {}
 
 
 def test_transition_matrix_rows_and_columns_add_up(cdnow):
@@ -128,7 +135,7 @@ def test_transition_matrix_rows_and_columns_add_up(cdnow):
     m = pd.DataFrame(out["matrix"]).T.fillna(0)
     rows = {k: int(v) for k, v in m.sum(axis=1).items() if v}
     cols = {k: int(v) for k, v in m.sum(axis=0).items() if v}
-    assert rows == expected_stages(raw, "1997-10-06")
+    assert rows == expected_stages(raw, "1997-09-29")
     assert cols == expected_stages(raw, "1998-07-01")
     # Nobody comes back from nothing: every CDNOW customer bought before September 1997.
     assert "(not yet)" not in rows

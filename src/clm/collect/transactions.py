@@ -16,7 +16,8 @@ Rules, and the choices made where the issue is silent:
   sample of the column (`TIME_FORMATS`, first that parses most wins).
 * A cancellation is an order whose total is negative, or whose id is `C` followed by
   a digit (the UCI convention) and whose total is not positive: a shop whose ordinary
-  order numbers start with C keeps its orders. It becomes `order_refunded` with revenue = -|total|.
+  order numbers start with C keeps its orders. It becomes `order_refunded` with
+  revenue = -|total|.
   With a stock-code column, `order_id` is the same customer's latest earlier order
   that contains the cancelled stock codes (most codes matched, then the latest);
   otherwise `order_id` is NULL. The cancellation's own id is in

@@ -1,8 +1,11 @@
 """Questions asked of stored stage history: populations as of a date, transition
 matrices.
 
-"As of date D" means the stage a customer had in the model period containing D (that
-period's stage is evaluated at its end; see `lifecycle.history`)."""
+"As of day D" never looks past the end of D: it is the stage decided at the latest
+evaluation instant on or before the end of D, i.e. at the end of the last complete
+period, or at the observation end when D is its last day (a period's stage is
+evaluated at its end; see `lifecycle.history`). For a weekly model, as of a Thursday
+is as of the Sunday before; before the first period ends, nobody has a stage yet."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from clm.errors import NotFoundError
-from clm.lifecycle.calendar import local_date, local_midnight_utc
+from clm.lifecycle.calendar import build_calendar, local_date, local_midnight_utc
 from clm.lifecycle.spec import StageModel
 from clm.warehouse.engine import Warehouse
 
@@ -29,20 +32,44 @@ def history(wh: Warehouse, model: StageModel) -> ir.Table:
 
 def last_day(wh: Warehouse, model: StageModel, tz: ZoneInfo) -> date:
     """The last day the model's latest run observed."""
+    end = datetime.fromisoformat(_run(wh, model)["observation_end"])
+    return local_date(end - timedelta(seconds=1), tz)
+
+
+def _run(wh: Warehouse, model: StageModel) -> dict[str, str]:
     raw = wh.meta(f"run:{model.name}:{model.version}")
     if raw is None:
         raise NotFoundError(
             f"model `{model.name}` v{model.version} has not been run yet; "
             "run `clm run` first"
         )
-    end = datetime.fromisoformat(json.loads(raw)["observation_end"])
-    return local_date(end - timedelta(seconds=1), tz)
+    info: dict[str, str] = json.loads(raw)
+    return info
+
+
+def decided_period_start(
+    wh: Warehouse, model: StageModel, day: date, tz: ZoneInfo
+) -> datetime | None:
+    """Start of the latest period whose stage was decided by the end of `day`."""
+    info = _run(wh, model)
+    cal = build_calendar(
+        model.grain,
+        tz,
+        datetime.fromisoformat(info["first_event"]),
+        datetime.fromisoformat(info["observation_end"]),
+    )
+    cutoff = local_midnight_utc(day + timedelta(days=1), tz)
+    decided = [k for k in range(cal.n) if cal.eval_at(k) <= cutoff]
+    return cal.bounds[decided[-1]] if decided else None
 
 
 def stages_as_of(wh: Warehouse, model: StageModel, day: date, tz: ZoneInfo) -> ir.Table:
-    """customer_id, stage as of local day `day`."""
+    """customer_id, stage as of local day `day` (see the module docstring)."""
     h = history(wh, model)
-    at = ibis.literal(local_midnight_utc(day, tz))
+    start = decided_period_start(wh, model, day, tz)
+    if start is None:
+        return h.filter(ibis.literal(False)).select("customer_id", "stage")
+    at = ibis.literal(start)
     return h.filter(
         (h.valid_from <= at) & (h.valid_to.isnull() | (at < h.valid_to))
     ).select("customer_id", "stage")
