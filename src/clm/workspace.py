@@ -144,11 +144,21 @@ class Operations:
         progress: Progress = SILENT,
     ) -> list[Receipt]:
         """Replay stage history of one model (or all in use) and store it."""
+        from clm.errors import MetricError
         from clm.identity.profiles import build_profiles
         from clm.identity.resolve import options_from, resolve
         from clm.lifecycle.history import run_model
+        from clm.metrics.compute import check_model_metrics
 
         chosen = [self.model(model)] if model else self.models()
+        # A wrong metric name should not wait for `clm metrics` to surface; it is a
+        # warning here, since a metric may be registered later from Python.
+        unknown_metrics = []
+        for m in chosen:
+            try:
+                check_model_metrics(m)
+            except MetricError as exc:
+                unknown_metrics.append(str(exc))
         # Resolve new events first so that stages count customers, not cookies.
         identity = resolve(
             self.warehouse, progress=progress, **options_from(self.config)
@@ -168,6 +178,8 @@ class Operations:
         profiles = build_profiles(self.warehouse)
         identity.counts["profiles"] = profiles.counts["profiles"]
         receipts.append(identity)
+        if receipts and unknown_metrics:
+            receipts[0].warnings.extend(unknown_metrics)
         # What the dashboard's pages need, so that they stay fast on big workspaces.
         # Shortcoming: the one place where the core reaches into a front end (a lazy
         # import). It goes when the view functions, which only read the core, move

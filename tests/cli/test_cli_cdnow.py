@@ -276,3 +276,28 @@ def test_new_model_version_replays_and_old_stays_queryable(cdnow, tmp_path):
     assert now["lapsed"] + now["at_risk"] == old["lapsed"] + old["at_risk"]
     p = clm("stages", "-w", str(ws), "--version", "7", ok=False)
     assert "no stored version 7" in p.stderr and "versions that ran: 1, 2" in p.stderr
+
+
+def test_validate_names_an_unknown_metric_with_file_and_line(tmp_path):
+    model = tmp_path / "mine.yaml"
+    model.write_text(
+        "name: mine\nversion: 1\nfeatures:\n"
+        "  orders: count(event = 'order_completed')\n"
+        'stages:\n  - {name: buyer, when: "orders >= 1"}\n'
+        '  - {name: visitor, when: "true"}\n'
+        "metrics:\n  buyer: [population, revenu_share]\n",
+        encoding="utf-8",
+    )
+    p = clm("validate", str(model), ok=False)
+    assert p.returncode == 1
+    assert f"{model}:9, stage `buyer`: unknown metric `revenu_share`" in p.stderr
+    assert "revenue_share" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_json_output_into_a_closed_pipe_is_not_an_error(cdnow):
+    ws, _, _, _ = cdnow
+    proc = subprocess.run(
+        f"'{CLM}' metrics -w '{ws}' --json --grain week | head -c 10",
+        shell=True, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.stdout.startswith("{") and "internal error" not in proc.stderr

@@ -64,6 +64,10 @@ def friendly(fn: F) -> F:
             raise typer.Exit(1) from None
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            # `clm … --json | head`: the reader left; nothing more to say to it.
+            sys.stderr.close()
+            raise typer.Exit(0) from None
         except Exception as exc:
             if os.environ.get("CLM_DEBUG"):
                 raise
@@ -347,8 +351,10 @@ def validate(
 ) -> None:
     """Check a stage model and show its stages, or the error with file and line."""
     from clm.lifecycle.model import load_model
+    from clm.metrics.compute import check_model_metrics
 
     m = load_model(source)
+    check_model_metrics(m)
     if as_json:
         render.print_json(
             {

@@ -35,6 +35,18 @@ def attached(model: StageModel) -> list[tuple[str, MetricCall]]:
     return out
 
 
+def check_model_metrics(model: StageModel) -> None:
+    """Every metric the model attaches exists and gets the right stage arguments;
+    the error names the model file, the line and the stage."""
+    for stage in model.stages:
+        for call in model.metrics.get(stage.name, ()):
+            where = f"{model.source}:{call.line}" if call.line else model.source
+            check_call(
+                call.name, call.args, model.stage_names,
+                where=f"{where}, stage `{stage.name}`",
+            )  # fmt: skip
+
+
 def compute_metrics(
     wh: Warehouse,
     model: StageModel,

@@ -83,8 +83,11 @@ def check_call(
     name: str, args: tuple[str, ...], stages: list[str], where: str = ""
 ) -> Metric:
     """Check a model's metric call: known name, right number of stage arguments."""
-    metric = get(name)
     prefix = f"{where}: " if where else ""
+    try:
+        metric = get(name)
+    except MetricError as exc:
+        raise MetricError(f"{prefix}{exc}") from None
     if len(args) != len(metric.params):
         want = f"({', '.join(metric.params)})" if metric.params else "no arguments"
         raise MetricError(f"{prefix}metric `{name}` takes {want}, got {len(args)}")

@@ -63,7 +63,8 @@ class Warehouse:
             raise EngineError(
                 f"cannot open the warehouse {path}: {exc}"
                 + (
-                    "; another clm process has it open, retry when it ends"
+                    "; another clm process (for example `clm serve`) has it open: "
+                    "stop it, or wait until it ends"
                     if locked
                     else ""
                 ),
