@@ -291,3 +291,11 @@ def test_without_the_caveat_the_last_period_is_not_called_incomplete() -> None:
     text = text_of(render_report(sample(caveats=[]), "en"))
     assert "Dec 2026, compared with Nov 2026" in text
     assert "incomplete" not in text
+
+
+def test_more_conversion_into_a_churned_stage_is_bad_news():
+    from clm.report.html import _tone
+
+    data = type("D", (), {"churn_stages": ["lapsed"]})()
+    assert _tone("conversion_rate_to(lapsed)", "at_risk", 0.14, data) == "bad"
+    assert _tone("conversion_rate_to(retention)", "at_risk", 0.14, data) == "good"

@@ -75,10 +75,13 @@ def _tone(metric: str, stage: str, change: float, data: ReportData) -> str:
     and a growing churned or at-risk stage is bad whatever the metric name says."""
     if change == 0:
         return "flat"
-    name = i18n.split_metric(metric)[0]
+    name, args = i18n.split_metric(metric)
     lower_better = name in i18n.LOWER_IS_BETTER
     adverse = set(data.churn_stages) | _ADVERSE_STAGES
     if stage in adverse and name in _ADVERSE_WHEN_HIGHER:
+        lower_better = True
+    # More customers converting *to* a churned or at-risk stage is bad news.
+    if name == "conversion_rate_to" and any(a in adverse for a in args):
         lower_better = True
     rising = change > 0
     return "good" if rising != lower_better else "bad"
