@@ -14,6 +14,8 @@ from typing import Any
 
 from clm.report.charts import FONT, colour, heat
 
+OUTSIDE = "#9e9e9e"  # nodes that are no stage of the model ("not yet a customer")
+
 
 def _n(x: float) -> str:
     return f"{x:.1f}"
@@ -38,9 +40,14 @@ def sankey(
     for f in flows:
         left_tot[f["from_stage"]] = left_tot.get(f["from_stage"], 0) + f["customers"]
         right_tot[f["to_stage"]] = right_tot.get(f["to_stage"], 0) + f["customers"]
+    # Stages keep the colour they have everywhere else (their place in `order`);
+    # anything else, such as "not yet a customer", comes first and in grey.
     rank = {s: i for i, s in enumerate(order)}
-    lefts = sorted(left_tot, key=lambda s: rank.get(s, len(rank)))
-    rights = sorted(right_tot, key=lambda s: rank.get(s, len(rank)))
+    lefts = sorted(left_tot, key=lambda s: rank.get(s, -1))
+    rights = sorted(right_tot, key=lambda s: rank.get(s, -1))
+
+    def paint(stage: str) -> str:
+        return colour(rank[stage]) if stage in rank else OUTSIDE
     total = sum(left_tot.values())
     gap, top, node_w, x0, x1 = 6.0, 10.0, 14.0, 170.0, width - 184.0
     room = height - 2 * top - gap * max(len(lefts), len(rights))
@@ -62,7 +69,7 @@ def sankey(
     ]
     ordered = sorted(
         flows,
-        key=lambda f: (rank.get(f["from_stage"], 99), rank.get(f["to_stage"], 99)),
+        key=lambda f: (rank.get(f["from_stage"], -1), rank.get(f["to_stage"], -1)),
     )
     for f in ordered:
         h = max(f["customers"] * scale, 0.5)
@@ -71,7 +78,7 @@ def sankey(
         a[2] += h
         b[2] += h
         xa, xb, mid = x0 + node_w, x1, (x0 + node_w + x1) / 2
-        c = colour(rank.get(f["from_stage"], 0))
+        c = paint(f["from_stage"])
         title = (
             f"{label(f['from_stage'], False)} → {label(f['to_stage'], True)}: "
             f"{fmt(f['customers'])}"
@@ -85,7 +92,7 @@ def sankey(
     for names, pos, x, right in ((lefts, lp, x0, False), (rights, rp, x1, True)):
         for s in names:
             y0, y1, _ = pos[s]
-            c = colour(rank.get(s, 0))
+            c = paint(s)
             tot = (right_tot if right else left_tot)[s]
             parts.append(
                 f'<rect class="node" x="{_n(x)}" y="{_n(y0)}" width="{node_w}" '

@@ -224,7 +224,7 @@ def routes(
         flows = [{**f, "customers": float(f["customers"])} for f in data["flows"]]
         svg = charts.sankey(
             flows,
-            ["(not yet)", *m.stage_names],
+            m.stage_names,
             lambda s, target: p.stage(s, target),
             lambda v: p.num(v, 0),
         )
