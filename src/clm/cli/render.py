@@ -26,7 +26,9 @@ class RichProgress:
     """The `clm.progress.Progress` protocol drawn as a rich bar (stderr)."""
 
     def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
+        # Bars only on a terminal: redirected into a file or a pipe, a transient bar
+        # would leave blank lines behind.
+        self.enabled = enabled and errors.is_terminal
         self._bar: Progress | None = None
         self._task: Any = None
 
