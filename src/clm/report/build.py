@@ -12,6 +12,7 @@ import pandas as pd
 from clm.lifecycle import queries
 from clm.lifecycle.spec import StageModel
 from clm.metrics.compute import compute_metrics
+from clm.report import i18n
 from clm.report.data import Caveat, ReportData
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def build_report_data(
     if total < FEW_CUSTOMERS:
         caveats.append(Caveat("few_customers", {"count": total}))
     return ReportData(
-        title=f"{model.name} — customer lifecycle",
+        title=i18n.translate("ui.report_title", lang or "en", model=model.name),
         model_name=model.name,
         model_version=model.version,
         stage_order=model.stage_names,
