@@ -89,7 +89,6 @@ def value_sections(ws: Operations, lang: str) -> list[tuple[str, str]]:
 
     from clm.analyses.clv import holdout_chart_svg, validate_holdout
     from clm.analyses.value import fit_value, rfm_summary
-    from clm.report import i18n
 
     wh = ws.warehouse
     out: list[tuple[str, str]] = []
