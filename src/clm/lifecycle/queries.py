@@ -32,11 +32,12 @@ def history(wh: Warehouse, model: StageModel) -> ir.Table:
 
 def last_day(wh: Warehouse, model: StageModel, tz: ZoneInfo) -> date:
     """The last day the model's latest run observed."""
-    end = datetime.fromisoformat(_run(wh, model)["observation_end"])
+    end = datetime.fromisoformat(run_info(wh, model)["observation_end"])
     return local_date(end - timedelta(seconds=1), tz)
 
 
-def _run(wh: Warehouse, model: StageModel) -> dict[str, str]:
+def run_info(wh: Warehouse, model: StageModel) -> dict[str, str]:
+    """What the model's latest run recorded: first event, observation end, run id."""
     raw = wh.meta(f"run:{model.name}:{model.version}")
     if raw is None:
         raise NotFoundError(
@@ -51,7 +52,7 @@ def decided_period_start(
     wh: Warehouse, model: StageModel, day: date, tz: ZoneInfo
 ) -> datetime | None:
     """Start of the latest period whose stage was decided by the end of `day`."""
-    info = _run(wh, model)
+    info = run_info(wh, model)
     cal = build_calendar(
         model.grain,
         tz,

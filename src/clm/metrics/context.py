@@ -12,7 +12,6 @@ Conventions (they decide what every built-in metric means):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -22,9 +21,9 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from clm.errors import NotFoundError
 from clm.identity.resolve import customer_events
 from clm.lifecycle.calendar import BUCKET_SECONDS, Calendar, build_calendar
+from clm.lifecycle.queries import run_info
 from clm.lifecycle.spec import StageModel
 from clm.warehouse.engine import Warehouse
 
@@ -80,17 +79,6 @@ class MetricContext:
             .reindex(self.periods, fill_value=0)
             .astype(float)
         )
-
-
-def run_info(wh: Warehouse, model: StageModel) -> dict[str, str]:
-    raw = wh.meta(f"run:{model.name}:{model.version}")
-    if raw is None:
-        raise NotFoundError(
-            f"model `{model.name}` v{model.version} has not been run yet; "
-            "run `clm run` first"
-        )
-    info: dict[str, str] = json.loads(raw)
-    return info
 
 
 def build_context(
