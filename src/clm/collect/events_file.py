@@ -123,16 +123,7 @@ def _finish(
             progress,
             "writing events",
         )
-        wh.con.raw_sql(
-            f"""INSERT INTO rejected BY NAME
-            SELECT {sql_str(source)} AS source, _row AS row_number, _field AS field,
-                   _value AS value, _reason AS reason, _raw AS raw,
-                   now()::TIMESTAMP AS rejected_at,
-                   {sql_str(receipt.receipt_id)} AS import_id
-            FROM {rejects} r WHERE NOT EXISTS (
-              SELECT 1 FROM rejected x WHERE x.source = {sql_str(source)}
-                AND x.row_number = r._row AND x.reason = r._reason)"""
-        )
+        _store_rejects(wh, rejects, source, receipt.receipt_id)
     written = int(scalar(wh, "SELECT count(*) AS n FROM events")["n"]) - before
     reasons = rows(
         wh,
@@ -152,6 +143,20 @@ def _finish(
         rejected=sum(r["n"] for r in reasons),
         customers=stats["customers"],
         revenue=round(float(stats["revenue"]), 2),
+    )
+
+
+def _store_rejects(wh: Warehouse, rejects: str, source: str, import_id: str) -> None:
+    """Append the rows of `rejects` to `rejected`, skipping rows (same source, row
+    and reason) that an earlier import of the same file already stored."""
+    wh.con.raw_sql(
+        f"""INSERT INTO rejected BY NAME
+        SELECT {sql_str(source)} AS source, _row AS row_number, _field AS field,
+               _value AS value, _reason AS reason, _raw AS raw,
+               now()::TIMESTAMP AS rejected_at, {sql_str(import_id)} AS import_id
+        FROM {rejects} r WHERE NOT EXISTS (
+          SELECT 1 FROM rejected x WHERE x.source = {sql_str(source)}
+            AND x.row_number = r._row AND x.reason = r._reason)"""
     )
 
 
@@ -405,15 +410,7 @@ def _finish_fast(
                   GROUP BY event_id)"""
             )
         if invalid:
-            wh.con.raw_sql(
-                f"""INSERT INTO rejected BY NAME
-                SELECT {sql_str(source)} AS source, _row AS row_number, _field AS field,
-                       _value AS value, _reason AS reason, _raw AS raw,
-                       now()::TIMESTAMP AS rejected_at, {import_id} AS import_id
-                FROM {rejects} r WHERE NOT EXISTS (
-                  SELECT 1 FROM rejected x WHERE x.source = {sql_str(source)}
-                    AND x.row_number = r._row AND x.reason = r._reason)"""
-            )
+            _store_rejects(wh, rejects, source, receipt.receipt_id)
     stats = scalar(
         wh,
         f"""SELECT count(*) AS written, count(DISTINCT user_id) AS customers,
