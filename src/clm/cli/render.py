@@ -18,6 +18,8 @@ from rich.text import Text
 
 from clm.receipts import Receipt
 
+MONEY_COUNTS = frozenset({"revenue", "refunded"})
+
 console = Console()
 errors = Console(stderr=True)
 
@@ -118,17 +120,27 @@ def receipt(r: Receipt) -> None:
     t.add_column("what", style="bold")
     t.add_column("value", justify="right")
     for k, v in r.counts.items():
-        t.add_row(k.replace("_", " "), fmt(v))
+        # Money always with its cents: 1,254 alone reads as 1.254 to many users.
+        unit = "currency" if k in MONEY_COUNTS else "count"
+        t.add_row(k.replace("_", " "), fmt(v, unit))
     for reason, n in r.rejects.items():
         t.add_row(f"rejected: {reason}", f"[yellow]{n:,}[/yellow]")
     t.add_row("seconds", f"{r.total_seconds:.2f}")
     console.print(t)
     mapping = r.details.get("mapping")
     if mapping:
+        found = mapping.get("detected") or []
         console.print(
             "mapping: "
-            + ", ".join(f"{k} ← [cyan]{v}[/cyan]" for k, v in mapping.items() if v)
+            + ", ".join(
+                f"{k} ← [cyan]{v}[/cyan]"
+                for k, v in mapping.items()
+                if v and k != "detected"
+            ),
+            highlight=False,
         )
+        if found:
+            console.print(f"recognised without an option: {', '.join(found)}")
     for w in r.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
 

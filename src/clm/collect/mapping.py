@@ -28,30 +28,46 @@ import ibis.expr.types as ir
 from clm.errors import ImportFormatError, known
 from clm.lifecycle.rules import ast
 
-# Common names per role, in order of preference, compared by `_norm`.
+# Common names per role, in order of preference, compared by `_norm`. The German
+# names are those of common shop and ERP exports (Kundennummer, Bestelldatum …).
 # fmt: off
 CANDIDATES: dict[str, tuple[str, ...]] = {
     "customer": (
         "customer_id", "customerid", "customer", "user_id", "userid", "client_id",
         "clientid", "customer_number", "customer_no", "member_id", "account_id",
         "buyer_id", "contact_id", "client", "user", "email",
+        "kundennummer", "kundennr", "kunden_id", "kundenid", "kunde", "e-mail",
     ),
     "time": (
         "timestamp", "order_date", "invoicedate", "invoice_date", "purchase_date",
         "transaction_date", "order_time", "created_at", "datetime", "date", "time",
         "event_time", "orderdate",
+        "bestelldatum", "bestellzeit", "rechnungsdatum", "kaufdatum", "zeitpunkt",
+        "datum",
     ),
     "order": (
         "order_id", "orderid", "invoiceno", "invoice_no", "invoice", "invoice_id",
         "order_number", "order_no", "order", "transaction_id", "receipt_id",
+        "bestellnummer", "bestellnr", "auftragsnummer", "rechnungsnummer",
+        "belegnummer",
     ),
     "amount": (
         "amount", "revenue", "dollar_value", "total", "order_total", "total_amount",
         "sales", "value", "net_amount", "gross_amount", "line_total", "spend",
+        "betrag", "umsatz", "gesamtbetrag", "bruttobetrag", "nettobetrag", "summe",
     ),
-    "quantity": ("quantity", "qty", "number_of_cds", "units", "items", "count"),
-    "price": ("unitprice", "unit_price", "price", "item_price"),
-    "stock_code": ("stockcode", "stock_code", "sku", "product_id", "item_id", "ean"),
+    "quantity": (
+        "quantity", "qty", "number_of_cds", "units", "items", "count",
+        "menge", "anzahl", "stückzahl",
+    ),
+    "price": (
+        "unitprice", "unit_price", "price", "item_price",
+        "einzelpreis", "stückpreis", "preis",
+    ),
+    "stock_code": (
+        "stockcode", "stock_code", "sku", "product_id", "item_id", "ean",
+        "artikelnummer", "artikelnr",
+    ),
 }
 # fmt: on
 

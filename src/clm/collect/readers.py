@@ -18,6 +18,12 @@ Choices where the issue is silent:
 * The 1-based row number of a staged row counts data rows, not lines: the header is
   not row 1. DuckDB keeps insertion order when it builds a table (its default
   `preserve_insertion_order`), so the table's `rowid` follows the file.
+* Numbers are read with a decimal point unless the caller says `decimal=","` (German
+  and most continental exports: `1.234,50`). `number_sql` turns text into a number
+  for either; `detect_decimal` finds the comma only where it cannot be misread: a
+  `;`-delimited file whose number columns hold German-written values only, at least
+  one of them with a decimal comma. A file of whole numbers such as `1.500` alone
+  stays ambiguous (1.5 or 1500) and is read with a decimal point.
 """
 
 from __future__ import annotations
@@ -50,6 +56,10 @@ LINE_SEPARATOR = "\x01"
 _NUMBER = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
 _DATE = re.compile(r"^\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}([ T].*)?$")
 _NAME = re.compile(r"^[A-Za-z_\"'][\w .\"'()#/-]*$")
+# A number written with a decimal comma, optionally with `.` grouping thousands:
+# 12,50 · -1.234,5 · 1.234 · 7. Used both to detect and to parse such numbers.
+DECIMAL_COMMA = r"^[+-]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$"
+DECIMALS = (".", ",")
 
 
 @dataclass(frozen=True)
@@ -262,6 +272,63 @@ def with_delimiter(fmt: FileFormat, path: str | Path, delimiter: str) -> FileFor
         else tuple(f"column{i}" for i in range(width))
     )
     return FileFormat("csv", fmt.compression, delim, header, fmt.bom, columns)
+
+
+def check_decimal(decimal: str) -> str:
+    """The decimal mark the user gave, checked: `.` or `,`."""
+    aliases = {"comma": ",", "point": ".", "dot": "."}
+    mark = aliases.get(decimal.strip().lower(), decimal.strip())
+    if mark not in DECIMALS:
+        raise ImportFormatError(
+            f"decimal {decimal!r}: expected `.` (12.50) or `,` (12,50 or 1.234,50)"
+        )
+    return mark
+
+
+def number_sql(text: str, decimal: str = ".") -> str:
+    """SQL turning the text expression `text` into a DOUBLE, NULL when it is not a
+    number written with `decimal` as the decimal mark. With `,`, a `.` groups
+    thousands and is dropped; a value such as `12.50` is not a number then (it
+    would be read as 1250), so it is refused rather than guessed."""
+    if decimal == ".":
+        return f"TRY_CAST({text} AS DOUBLE)"
+    plain = f"replace(replace(trim({text}), '.', ''), ',', '.')"
+    return (
+        f"CASE WHEN regexp_full_match(trim({text}), {sql_str(DECIMAL_COMMA)}) "
+        f"THEN TRY_CAST({plain} AS DOUBLE) END"
+    )
+
+
+def detect_decimal(
+    wh: Warehouse,
+    table: str,
+    columns: list[str] | tuple[str, ...],
+    delimiter: str | None,
+) -> str:
+    """`,` when a `;`-delimited file's `columns` (staged as text) hold only numbers
+    written with a decimal comma and at least one value has a comma; else `.`.
+
+    The whole columns are read (one scan in the engine), not a sample, so that a
+    single `12.50` further down keeps the file on the decimal point. Values that are
+    numbers in neither notation (`abc`, `n/a`) do not vote: they are rejected
+    either way, and one of them must not cost the file its decimal comma."""
+    if delimiter != ";" or not columns:
+        return "."
+    other, commas = [], []
+    for c in columns:
+        v = f"nullif(trim(CAST({ident(c)} AS VARCHAR)), '')"
+        comma = f"regexp_full_match({v}, {sql_str(DECIMAL_COMMA)})"
+        other.append(
+            f"count(*) FILTER (WHERE NOT {comma} AND TRY_CAST({v} AS DOUBLE) "
+            "IS NOT NULL)"
+        )
+        commas.append(f"count(*) FILTER (WHERE contains({v}, ','))")
+    found = scalar(
+        wh,
+        f"SELECT {' + '.join(other)} AS other, {' + '.join(commas)} AS commas "
+        f"FROM {table}",
+    )
+    return "," if found["other"] == 0 and found["commas"] > 0 else "."
 
 
 def execute(

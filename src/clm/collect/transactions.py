@@ -13,7 +13,16 @@ Rules, and the choices made where the issue is silent:
   `order:<event id prefix>` without an order column).
 * A timestamp without a zone is local time in `timezone`; one with a zone (`Z`,
   `+02:00`) is taken as written. Both are stored as UTC. The format is chosen from a
-  sample of the column (`TIME_FORMATS`, first that parses most wins).
+  sample of the column (`TIME_FORMATS`, first that parses most wins), unless the
+  caller gives `time_format` (strptime codes, e.g. `%d.%m.%Y %H:%M`). `31.12.2024
+  14:05` parses only day first and is recognised as such; a column that parses both
+  ways (`01/02/2024`) is read month first unless `dayfirst=True`.
+* Amounts and quantities are read with a decimal point, or with a decimal comma
+  (`12,50`, `1.234,50`) when `decimal=","` is given or detected
+  (`readers.detect_decimal`: `;`-delimited files whose amount columns hold only such
+  numbers). Typed numeric columns (Parquet) are taken as they are. A value not
+  written with the chosen mark (`12.50` in a decimal-comma file) is rejected with the
+  column and value, never guessed.
 * A cancellation is an order whose total is negative, or whose id is `C` followed by
   a digit (the UCI convention) and whose total is not positive: a shop whose ordinary
   order numbers start with C keeps its orders. It becomes `order_refunded` with
@@ -38,6 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,10 +56,14 @@ import ibis
 
 from clm.collect import mapping as mp
 from clm.collect.readers import (
+    DECIMAL_COMMA,
     FileFormat,
+    check_decimal,
+    detect_decimal,
     detect_format,
     execute,
     ident,
+    number_sql,
     rows,
     scalar,
     sql_str,
@@ -79,6 +93,11 @@ TIME_FORMATS = (
     "%d/%m/%Y %H:%M",
     "%d/%m/%Y %H:%M:%S",
     "%d/%m/%Y",
+    # Two-digit years before four: `%Y` would read 31.12.24 as the year 24 AD, and
+    # ties go to the earlier format, while `%y` cannot parse 31.12.2024 at all.
+    "%d.%m.%y %H:%M:%S",
+    "%d.%m.%y %H:%M",
+    "%d.%m.%y",
     "%d.%m.%Y %H:%M:%S",
     "%d.%m.%Y %H:%M",
     "%d.%m.%Y",
@@ -97,14 +116,30 @@ def check_timezone(timezone: str) -> None:
         ) from None
 
 
-def time_sql(wh: Warehouse, table: str, column: str, timezone: str) -> tuple[str, str]:
-    """SQL turning `column` into a UTC timestamp, and the format chosen for it."""
+def _dtype(wh: Warehouse, table: str, column: str) -> str:
+    return str(
+        scalar(
+            wh,
+            f"SELECT data_type FROM information_schema.columns WHERE "
+            f"table_name = {sql_str(table)} AND column_name = {sql_str(column)}",
+        )["data_type"]
+    )
+
+
+def time_sql(
+    wh: Warehouse,
+    table: str,
+    column: str,
+    timezone: str,
+    *,
+    time_format: str | None = None,
+    dayfirst: bool = False,
+) -> tuple[str, str]:
+    """SQL turning `column` into a UTC timestamp, and the format chosen for it:
+    `time_format` when given, else the one of `TIME_FORMATS` that parses most of a
+    sample (ties: day-first formats first with `dayfirst`, else the earlier)."""
     col = ident(column)
-    dtype = scalar(
-        wh,
-        f"SELECT data_type FROM information_schema.columns WHERE "
-        f"table_name = {sql_str(table)} AND column_name = {sql_str(column)}",
-    )["data_type"]
+    dtype = _dtype(wh, table, column)
     if str(dtype).upper().startswith(("TIMESTAMP WITH", "TIMESTAMPTZ")):
         return f"CAST({col} AS TIMESTAMP)", "typed"
     if str(dtype).upper().startswith(("TIMESTAMP", "DATE")):
@@ -120,9 +155,17 @@ def time_sql(wh: Warehouse, table: str, column: str, timezone: str) -> tuple[str
         f"SELECT {value} AS v FROM {table} WHERE nullif({value}, '') IS NOT NULL "
         f"AND NOT regexp_matches({value}, {sql_str(_ZONED)}) LIMIT 2000"
     )
-    hits = rows(wh, f"SELECT {counts} FROM ({sample})")[0]
-    best = max(range(len(TIME_FORMATS)), key=lambda i: (hits[f"f{i}"], -i))
-    fmt = TIME_FORMATS[best]
+    if time_format:
+        check_time_format(time_format)
+        fmt = time_format
+    else:
+        hits = rows(wh, f"SELECT {counts} FROM ({sample})")[0]
+
+        def rank(i: int) -> tuple[int, bool, int]:
+            first = dayfirst and TIME_FORMATS[i].startswith("%d")
+            return hits[f"f{i}"], first, -i
+
+        fmt = TIME_FORMATS[max(range(len(TIME_FORMATS)), key=rank)]
     parsed = f"try_strptime({value}, {sql_str(fmt)})"
     local = f"coalesce({parsed}, TRY_CAST({value} AS TIMESTAMP))"
     zoned = f"CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS TIMESTAMP)"
@@ -131,6 +174,22 @@ def time_sql(wh: Warehouse, table: str, column: str, timezone: str) -> tuple[str
         f"ELSE CAST(timezone({sql_str(timezone)}, {local}) AS TIMESTAMP) END"
     )
     return expr, fmt
+
+
+def check_time_format(time_format: str) -> None:
+    """Refuse a time format without strptime codes: it could never parse a time."""
+    if "%" not in time_format:
+        raise ConfigError(
+            f"time format {time_format!r} has no strptime codes; expected for "
+            "example '%d.%m.%Y %H:%M' for 31.12.2024 14:05"
+        )
+
+
+def time_example(fmt: str) -> str:
+    """A sample time written in `fmt`, for messages (`typed` for typed columns)."""
+    if "%" not in fmt:
+        return "2011-12-09 12:50:00"
+    return datetime(2011, 12, 9, 12, 50).strftime(fmt)
 
 
 def import_transactions(
@@ -145,11 +204,20 @@ def import_transactions(
     currency: str = "EUR",
     timezone: str = "UTC",
     delimiter: str | None = None,
+    decimal: str | None = None,
+    dayfirst: bool = False,
+    time_format: str | None = None,
     progress: Progress = SILENT,
 ) -> Receipt:
-    """Import purchase lines from CSV or Parquet; see the module docstring."""
+    """Import purchase lines from CSV or Parquet; see the module docstring.
+
+    `decimal`: `.` or `,` (None: detected, see `readers.detect_decimal`).
+    `dayfirst` / `time_format`: how to read times whose format is ambiguous."""
     path = Path(path)
     check_timezone(timezone)
+    mark = check_decimal(decimal) if decimal else None
+    if time_format:
+        check_time_format(time_format)
     receipt = Receipt("import_transactions", source=str(path))
     source = f"import:{path.name}"
 
@@ -183,13 +251,48 @@ def import_transactions(
         }
         receipt.details["mapping"] = m.as_dict()
         with receipt.timed("transform"):
-            time_expr, time_fmt = time_sql(wh, staged, m.time, timezone)
+            time_expr, time_fmt = time_sql(
+                wh,
+                staged,
+                m.time,
+                timezone,
+                time_format=time_format,
+                dayfirst=dayfirst,
+            )
             receipt.details["mapping"]["time_format"] = time_fmt
+            text_cols = [
+                c
+                for c in dict.fromkeys([*m.amount_columns, m.quantity])
+                if c and _dtype(wh, staged, c).upper() == "VARCHAR"
+            ]
+            if mark is None:
+                mark = detect_decimal(
+                    wh,
+                    staged,
+                    [c for c in m.amount_columns if c in text_cols],
+                    fmt.delimiter,
+                )
+                if mark == ",":
+                    receipt.details["mapping"]["detected"].append("decimal")
+            receipt.details["mapping"]["decimal"] = mark
+            marks = {c: mark for c in text_cols}
             _transform(
-                wh, staged, columns, m, time_expr, currency, source, receipt, progress
+                wh,
+                staged,
+                columns,
+                m,
+                time_expr,
+                time_fmt,
+                marks,
+                currency,
+                source,
+                receipt,
+                progress,
             )
         with receipt.timed("write"):
             _write(wh, staged, source, receipt, progress)
+        if mark == ".":
+            _hint_decimal_comma(wh, staged, receipt)
     finally:
         for suffix in ("", "_p", "_l", "_o", "_e", "_r"):
             wh.drop(staged + suffix)
@@ -204,25 +307,40 @@ def _transform(
     columns: list[str],
     m: mp.Mapping,
     time_expr: str,
+    time_fmt: str,
+    marks: dict[str, str],
     currency: str,
     source: str,
     receipt: Receipt,
     progress: Progress,
 ) -> None:
-    """Build `<staged>_e` (candidate events) and `<staged>_r` (rejected rows)."""
-    # The amount goes through Ibis: its expression is the rule language's tree.
-    t = wh.table(staged)
-    typed = t.select(
-        "_row", **{c: t[c].cast("string").try_cast("float64") for c in m.amount_columns}
-    )
-    amount_sql = wh.con.compile(typed.select("_row", _amount=mp.amount_expr(m, typed)))
+    """Build `<staged>_e` (candidate events) and `<staged>_r` (rejected rows).
 
-    def text(col: str | None) -> str:
+    `marks`: the decimal mark of each text number column (others are typed)."""
+
+    def text(col: str | None, alias: str = "s.") -> str:
         return (
-            f"nullif(trim(CAST(s.{ident(col)} AS VARCHAR)), '')"
+            f"nullif(trim(CAST({alias}{ident(col)} AS VARCHAR)), '')"
             if col
             else "NULL::VARCHAR"
         )
+
+    def number(col: str, alias: str = "s.") -> str:
+        return number_sql(text(col, alias), marks.get(col, "."))
+
+    def expected(col: str) -> str:
+        if marks.get(col) == ",":
+            return "a number with a decimal comma such as 12,50 or 1.234,50"
+        return "a number such as 12.50"
+
+    # The amount goes through Ibis: its expression is the rule language's tree. Its
+    # columns arrive as numbers already, read with their decimal mark.
+    typed = wh.con.sql(
+        "SELECT _row, "
+        + ", ".join(f"{number(c, '')} AS {ident(c)}" for c in m.amount_columns)
+        + f" FROM {staged}"
+    )
+    amount_sql = wh.con.compile(typed.select("_row", _amount=mp.amount_expr(m, typed)))
 
     raw = (
         "to_json(struct_pack("
@@ -234,25 +352,27 @@ def _transform(
         (
             "_ts IS NULL",
             m.time,
-            "unparseable time: expected a date such as 2011-12-09 12:50:00",
+            f"unparseable time: expected a date such as {time_example(time_fmt)}",
         ),
     ]
     for c in m.amount_columns:
         checks.append((f"{text(c)} IS NULL", c, "missing amount"))
         checks.append(
             (
-                f"TRY_CAST({text(c)} AS DOUBLE) IS NULL",
+                f"{number(c)} IS NULL",
                 c,
-                "non-numeric amount: expected a number such as 12.50",
+                f"non-numeric amount: expected {expected(c)}",
             )
         )
     if m.quantity:
+        quantity_reason = "non-numeric quantity: expected a number"
+        if marks.get(m.quantity) == ",":
+            quantity_reason += " with a decimal comma such as 2 or 1,5"
         checks.append(
             (
-                f"{text(m.quantity)} IS NOT NULL AND "
-                f"TRY_CAST({text(m.quantity)} AS DOUBLE) IS NULL",
+                f"{text(m.quantity)} IS NOT NULL AND {number(m.quantity)} IS NULL",
                 m.quantity,
-                "non-numeric quantity: expected a number",
+                quantity_reason,
             )
         )
     checks.append(("_amount IS NULL", m.amount, "amount could not be computed"))
@@ -263,7 +383,7 @@ def _transform(
         "CASE " + " ".join(f"WHEN {w} THEN {sql_str(r)}" for w, _, r in checks) + " END"
     )
     customer = f"regexp_replace({text(m.customer)}, '^(-?[0-9]+)\\.0+$', '\\1')"
-    qty = f"TRY_CAST({text(m.quantity)} AS DOUBLE)" if m.quantity else "NULL::DOUBLE"
+    qty = number(m.quantity) if m.quantity else "NULL::DOUBLE"
     order_key = text(m.order)
     value = (
         "CASE "
@@ -443,6 +563,24 @@ def _write(
         receipt.warnings.append(
             f"{receipt.counts['duplicates_skipped']} events were already in the "
             "warehouse (same event id) and were skipped"
+        )
+
+
+def _hint_decimal_comma(wh: Warehouse, staged: str, receipt: Receipt) -> None:
+    """Read with a decimal point, amounts such as `12,50` were rejected: say how to
+    import them (detection stays off when the file also holds `12.50`)."""
+    found = rows(
+        wh,
+        f"""SELECT field, count(*) AS n, min(value) AS example FROM {staged}_r
+        WHERE reason LIKE 'non-numeric %' AND regexp_full_match(trim(value),
+          {sql_str(DECIMAL_COMMA)}) AND contains(value, ',')
+        GROUP BY field ORDER BY field""",
+    )
+    for f in found:
+        receipt.warnings.append(
+            f"{f['n']} value(s) of column {f['field']!r} are written with a decimal "
+            f"comma (e.g. {f['example']!r}) and were rejected; if the file uses a "
+            "decimal comma, import it again with --decimal ,"
         )
 
 
