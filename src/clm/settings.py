@@ -195,9 +195,27 @@ def _coerce(s: Setting, value: Any) -> Any:
             f"setting `identity.conflicts`: {value!r}; expected one of "
             f"{', '.join(CONFLICT_POLICIES)}"
         )
+    if s.name == "currency":
+        _check_currency(value)
     if s.name == "language" and value not in LANGUAGES:
         raise ConfigError(f"setting `language`: {value!r}; expected one of en, de")
     return value
+
+
+def _check_currency(value: str) -> None:
+    """Only ISO 4217 codes: reports format money by the code (Babel's list, which
+    also holds withdrawn codes such as DEM, so old data keeps its currency)."""
+    from babel.numbers import list_currencies
+
+    codes = list_currencies()
+    if value in codes:
+        return
+    upper = value.strip().upper()
+    hint = f"; did you mean {upper!r}?" if upper in codes else ""
+    raise ConfigError(
+        f"setting `currency`: {value!r} is not an ISO 4217 currency code; expected "
+        f"three capital letters such as EUR, USD, GBP or CHF{hint}"
+    )
 
 
 def markdown_table() -> str:
