@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from clm.cli import render
-from clm.cli.main import JsonOpt, WorkspaceOpt, _ws, app, friendly
+from clm.cli.main import JsonOpt, WidthOpt, WorkspaceOpt, _ws, app, friendly
 
 
 class _ShowByDefault(TyperGroup):
@@ -64,6 +64,7 @@ def show(
     workspace: WorkspaceOpt = Path("."),
     page: Annotated[int, typer.Option(help="Timeline page (newest first).")] = 1,
     page_size: Annotated[int, typer.Option(help="Events per page.")] = 20,
+    width: WidthOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a customer's profile, identifiers, merges, stages and timeline."""
@@ -75,23 +76,38 @@ def show(
     if as_json:
         render.print_json(view)
         return
-    render.console.print(f"[bold]customer {cid}[/bold]")
+    # Times in the reporting zone, missing values blank: this is read by a person.
+    tz = ws.timezone
+    render.console.print(f"[bold]customer {cid}[/bold]  (times in {tz.key})")
     prof = view["profile"]
     if prof:
-        keys = ("first_seen", "last_seen", "orders", "revenue", "first_channel")
+        shown = {
+            "first seen": render.local_time(prof.get("first_seen"), tz),
+            "last seen": render.local_time(prof.get("last_seen"), tz),
+            "orders": render.fmt(prof.get("orders"), missing=""),
+            "revenue": (
+                f"{render.fmt(prof.get('revenue'), 'currency', '')} {ws.currency}"
+            ).strip(),
+            "first channel": render.fmt(prof.get("first_channel"), missing=""),
+        }
         render.console.print(
-            "  " + " · ".join(f"{k}: {prof.get(k)}" for k in keys), highlight=False
+            "  " + " · ".join(f"{k}: {v}" for k, v in shown.items()), highlight=False
         )
-        render.console.print(f"  stages: {json.dumps(prof['stages'])}")
-        render.console.print(f"  traits: {json.dumps(prof['traits'], default=str)}")
+        stages = ", ".join(f"{m}: {s}" for m, s in prof["stages"].items())
+        render.console.print(f"  stages: {stages}", highlight=False)
+        if prof["traits"]:
+            traits = json.dumps(prof["traits"], default=str, ensure_ascii=False)
+            render.console.print(f"  traits: {traits}", highlight=False)
     for name in ("identifiers", "merges", "conflicts", "stage_history"):
         df = view[name]
         if len(df):
-            render.frame(df, name)
+            render.frame(df, name.replace("_", " "), tz=tz, missing="")
     tl = view["timeline"]
     render.frame(
         tl["rows"],
         f"timeline page {tl['page']} ({tl['events']} events, {tl['page_size']}/page)",
+        tz=tz,
+        missing="",
     )
 
 

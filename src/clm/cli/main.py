@@ -3,7 +3,10 @@
 Every command takes `--workspace DIR` (default: the current folder); every command that
 prints results takes `--json`. Errors that clm raises on purpose print one clear message
 and exit 1; anything unexpected prints a short notice (set CLM_DEBUG=1 for the
-traceback) and exits 2. No traceback reaches a user by default.
+traceback) and exits 2; a wrong option or argument exits 2 as click has it. With
+`--json`, each of these is one JSON object on stderr instead, `{"error": {"code",
+"field", "value", "message", "transient"}}` (see `error_body`). No traceback reaches a
+user by default.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -19,11 +23,70 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+try:  # typer carries its own copy of click since 0.2x; older ones use click's
+    from typer._click.exceptions import BadParameter, ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import BadParameter, ClickException  # type: ignore[assignment]
 
 from clm.cli import render
-from clm.errors import ClmError
+from clm.errors import ClmError, ModelError
+
+
+def _code(exc: BaseException) -> str:
+    """`ConfigError` → `config_error`: the error's class, stable for scripts."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+
+
+# Messages name the input at fault first: `--as-of: 'x' …`, `setting `currency`: …`,
+# `--lang 'fr'; …`, `file '…' does not exist`; the bad value is the first quoted one.
+_FIELD = re.compile(
+    r"^(?:(--[a-z][\w-]*)|setting `([\w.]+)`|(file|delimiter|decimal)\b)"
+)
+_VALUE = re.compile(r"""'((?:[^'\\]|\\.)*)'""")
+
+
+def error_body(exc: BaseException) -> tuple[str | None, str | None]:
+    """The field and the value an error is about, read from its attributes or its
+    message (None where it is not about one input)."""
+    field = getattr(exc, "field", None)
+    value = getattr(exc, "value", None)
+    if field is None and isinstance(exc, ModelError):
+        field = exc.stage or exc.file
+    text = str(exc)
+    if field is None and (m := _FIELD.match(text)):
+        field = next(g for g in m.groups() if g)
+    if field is not None and value is None and (v := _VALUE.search(text)):
+        value = v.group(1)
+    return field, value
+
+
+class _Root(TyperGroup):
+    """The `clm` group: with `--json` among the arguments, a usage error (unknown
+    option, missing argument, bad choice) is a JSON object on stderr as well."""
+
+    def main(self, args: Any = None, *a: Any, **kw: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if "--json" not in argv or kw.get("standalone_mode") is False:
+            return super().main(args, *a, **kw)
+        kw["standalone_mode"] = False
+        try:
+            code = super().main(args, *a, **kw)
+        except ClickException as exc:
+            field = getattr(exc, "option_name", None)  # an unknown option
+            if isinstance(exc, BadParameter) and exc.param is not None:
+                field = (exc.param.opts or [exc.param.name or ""])[0]
+            render.json_error("usage_error", exc.format_message(), field)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            render.json_error("aborted", "aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=_Root,
     name="clm",
     help="Customer lifecycle management: stages as data, KPIs per stage, reports.",
     no_args_is_help=True,
@@ -39,6 +102,14 @@ WorkspaceOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Stage model name.")
+]
+WidthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--width",
+        help="Table width in columns (default: the terminal's; unlimited into a "
+        "file or a pipe).",
+    ),
 ]
 VersionOpt = Annotated[
     int | None,
@@ -79,9 +150,16 @@ def friendly(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = bool(kwargs.get("as_json"))
         try:
+            if "width" in kwargs:
+                render.set_width(kwargs["width"])
             return fn(*args, **kwargs)
         except ClmError as exc:
+            if as_json:
+                field, value = error_body(exc)
+                render.json_error(_code(exc), str(exc), field, value, exc.transient)
+                raise typer.Exit(1) from None
             render.problem("error", str(exc))
             if exc.transient:
                 render.errors.print("(this may work if you try again)")
@@ -95,6 +173,13 @@ def friendly(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("CLM_DEBUG"):
                 raise
+            if as_json:
+                render.json_error(
+                    "internal_error",
+                    f"{type(exc).__name__}: {exc} (a bug in clm; CLM_DEBUG=1 shows "
+                    "the traceback)",
+                )
+                raise typer.Exit(2) from None
             render.problem(
                 "internal error",
                 f"{type(exc).__name__}: {exc}\n"
@@ -133,11 +218,14 @@ def init(
         Path, typer.Argument(help="Folder for the new workspace.")
     ] = Path("."),
     timezone: Annotated[str, typer.Option(help="Reporting time zone (IANA).")] = "UTC",
-    currency: Annotated[str, typer.Option(help="Currency of revenue.")] = "EUR",
+    currency: Annotated[
+        str, typer.Option(help="Currency of revenue: an ISO 4217 code (EUR, CHF…).")
+    ] = "EUR",
     model: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Stage models to use.")
     ] = None,
     language: Annotated[str, typer.Option(help="Report language: en or de.")] = "en",
+    as_json: JsonOpt = False,
 ) -> None:
     """Create a workspace: clm.yaml and the DuckDB warehouse."""
     import clm
@@ -149,7 +237,10 @@ def init(
         models=model or ["ecommerce"],
         language=language,
     )
-    render.console.print(f"workspace ready: {ws.root / 'clm.yaml'}")
+    if as_json:
+        render.print_json({"workspace": str(ws.root), "config": ws.config})
+    else:
+        render.console.print(f"workspace ready: {ws.root / 'clm.yaml'}")
     ws.close()
 
 
@@ -289,6 +380,46 @@ def run(
             render.receipt(r)
 
 
+def _data_days(ws: Any, model: str | None, version: int | None) -> tuple[date, date]:
+    """The first and the last local day of the stage data of the model's last run."""
+    from datetime import datetime
+
+    from clm.lifecycle import queries
+    from clm.lifecycle.calendar import local_date
+
+    m = ws.model(model, version)
+    info = queries.run_info(ws.warehouse, m)
+    first = local_date(datetime.fromisoformat(info["first_event"]), ws.timezone)
+    return first, queries.last_day(ws.warehouse, m, ws.timezone)
+
+
+def _check_day(
+    ws: Any, model: str | None, version: int | None, day: date | None, option: str
+) -> str | None:
+    """Refuse a day before the stage data starts; for a day after it ends, the note
+    to show (stages stay as on the last day observed). None: nothing to say."""
+    if day is None:
+        return None
+    first, last = _data_days(ws, model, version)
+    if day < first:
+        raise ClmError(
+            f"{option}: '{day}' is before the stage data starts on {first}: nobody "
+            f"has a stage yet. Choose a day from {first} to {last}"
+        )
+    if day > last:
+        return (
+            f"the stage data ends on {last}; {option} {day} shows the stages as of "
+            f"{last}, the last day observed (import newer data and `clm run` to go "
+            "further)"
+        )
+    return None
+
+
+def _warn(note: str | None) -> None:
+    if note:
+        render.errors.print(f"warning: {note}", soft_wrap=True, highlight=False)
+
+
 stages_app = typer.Typer(
     help="Stage populations and transitions.", invoke_without_command=True
 )
@@ -305,15 +436,22 @@ def stages(
         str | None, typer.Option("--as-of", help="Day (YYYY-MM-DD).")
     ] = None,
     version: VersionOpt = None,
+    width: WidthOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Customers per stage as of a day (default: the last day observed)."""
+    """Customers per stage as of a day (default: the last day observed).
+
+    A day after the data ends shows the last day observed, with a warning; a day
+    before the data starts is an error."""
     if ctx.invoked_subcommand is not None:
         return
     ws = _ws(workspace)
-    df = ws.stages(model, _date(as_of, "--as-of"), version)
+    day = _date(as_of, "--as-of")
+    df = ws.stages(model, day, version)
+    note = _check_day(ws, model, version, day, "--as-of")
+    _warn(note)
     if as_json:
-        render.print_json({**df.attrs, "stages": df})
+        render.print_json({**df.attrs, "note": note, "stages": df})
         return
     title = f"{df.attrs['model']} v{df.attrs['version']} as of {df.attrs['as_of']}"
     render.frame(df, title, units={"share": "ratio"})
@@ -327,6 +465,7 @@ def transitions(
     workspace: WorkspaceOpt = Path("."),
     model: ModelOpt = None,
     version: VersionOpt = None,
+    width: WidthOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Transition matrix: customers by stage on --from (rows) and on --to (columns)."""
@@ -334,11 +473,20 @@ def transitions(
     d1, d2 = _date(start, "--from"), _date(end, "--to")
     assert d1 and d2
     if d2 < d1:
-        raise ClmError(f"--to {d2} is before --from {d1}; swap them")
+        raise ClmError(f"--to: '{d2}' is before --from {d1}; swap them")
     m = ws.transitions(d1, d2, model, version)
+    notes = [_check_day(ws, model, version, d, o) for d, o in ((d1, "--from"),)]
+    notes.append(_check_day(ws, model, version, d2, "--to"))
+    note = "; ".join(n for n in notes if n) or None
+    _warn(note)
     if as_json:
         render.print_json(
-            {"from": d1, "to": d2, "matrix": {r: m.loc[r].to_dict() for r in m.index}}
+            {
+                "from": d1,
+                "to": d2,
+                "note": note,
+                "matrix": {r: m.loc[r].to_dict() for r in m.index},
+            }
         )
         return
     shown = m.reset_index().rename(columns={"from_stage": f"{d1} ↓ / {d2} →"})
@@ -353,6 +501,7 @@ def metrics(
     stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
     grain: Annotated[str, typer.Option(help="day, week, month or quarter.")] = "month",
     last: Annotated[int, typer.Option(help="Periods to show (0 = all).")] = 6,
+    width: WidthOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """KPIs per stage and period, with the change against the previous period."""
