@@ -3,15 +3,17 @@ with the file importer's SQL mapping on the same messages."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from clm.collect.enrich import anonymize_ip, channel, parse_user_agent, utm_from_url
 from clm.collect.segment import map_message
-from clm.collect.sessions import Sessions
+from clm.collect.sessions import assign_sessions
 
 
 @pytest.mark.parametrize(
@@ -79,8 +81,27 @@ def test_user_agents_and_bots() -> None:
     assert parse_user_agent("curl/8.5.0")[3] is True
 
 
+def _sessions(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> list[str]:
+    """Session ids of `rows` (one loader batch) as the loader assigns them."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE batch (rid BIGINT, anonymous_id VARCHAR, "
+        "user_id VARCHAR, timestamp TIMESTAMP, utm_source VARCHAR, "
+        "utm_medium VARCHAR, utm_campaign VARCHAR)"
+    )
+    con.executemany(
+        "INSERT INTO batch VALUES (?, ?, NULL, ?, NULL, NULL, ?)",
+        [
+            (i, r["anonymous_id"], r["timestamp"], r.get("utm_campaign"))
+            for i, r in enumerate(rows)
+        ],
+    )
+    assign_sessions(con, "batch", "out", 30)
+    got = dict(con.execute("SELECT rid, session_id FROM out").fetchall())
+    return [got[i] for i in range(len(rows))]
+
+
 def test_sessions_timeout_and_campaign() -> None:
-    s = Sessions(timeout_minutes=30)
+    con = duckdb.connect()
     t0 = datetime(2026, 3, 1, 12, 0)
     rows = [
         {"anonymous_id": "a", "timestamp": t0},
@@ -99,12 +120,72 @@ def test_sessions_timeout_and_campaign() -> None:
         },
         {"anonymous_id": "b", "timestamp": t0},
     ]
-    for r in rows:
-        s.assign(r)
-    ids = [r["session_id"] for r in rows]
+    # The same events in another order within the batch (in a fresh warehouse):
+    # the same sessions.
+    ids = _sessions(con, rows)
+    shuffled = [rows[i] for i in (5, 2, 6, 0, 4, 1, 3)]
+    again = dict(
+        zip((5, 2, 6, 0, 4, 1, 3), _sessions(duckdb.connect(), shuffled), strict=True)
+    )
+    assert [again[i] for i in range(7)] == ids
     assert ids[0] == ids[1] == ids[2]
     assert len({ids[2], ids[3], ids[4], ids[6]}) == 4
     assert ids[4] == ids[5]
+    # The id is the md5 of visitor and session start, worked out by hand.
+    assert ids[0] == hashlib.md5(b"a|2026-03-01T12:00:00").hexdigest()
+
+
+def test_sessions_continue_across_batches_and_campaigns() -> None:
+    """State kept in `collect_sessions` carries a session into the next batch."""
+    con = duckdb.connect()
+    t0 = datetime(2026, 3, 1, 12, 0)
+    (first,) = _sessions(con, [{"anonymous_id": "a", "timestamp": t0}])
+    # 20 minutes later, and a late event 5 minutes before the first one: both
+    # continue the session (a late event joins the visitor's current session).
+    later, late = _sessions(
+        con,
+        [
+            {"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=20)},
+            {"anonymous_id": "a", "timestamp": t0 - timedelta(minutes=5)},
+        ],
+    )
+    assert later == late == first
+    # A campaign starts a new session; a campaign-less event 10 minutes later
+    # stays in it; the same campaign again (next batch) too; another one does not.
+    c1, plain = _sessions(
+        con,
+        [
+            {
+                "anonymous_id": "a",
+                "timestamp": t0 + timedelta(minutes=25),
+                "utm_campaign": "x",
+            },
+            {"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=35)},
+        ],
+    )
+    assert c1 == plain != first
+    c1_again, c2 = _sessions(
+        con,
+        [
+            {
+                "anonymous_id": "a",
+                "timestamp": t0 + timedelta(minutes=40),
+                "utm_campaign": "x",
+            },
+            {
+                "anonymous_id": "a",
+                "timestamp": t0 + timedelta(minutes=41),
+                "utm_campaign": "y",
+            },
+        ],
+    )
+    assert c1_again == c1 and c2 not in (c1, first)
+    # After more than 30 idle minutes: a new session, and the state holds one row.
+    (fresh,) = _sessions(
+        con, [{"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=72)}]
+    )
+    assert fresh not in (first, c1, c2)
+    assert con.execute("SELECT count(*) FROM collect_sessions").fetchone() == (1,)
 
 
 MESSAGES = [
@@ -223,4 +304,4 @@ def test_ip_kept_only_when_anonymisation_is_off(tmp_path: Path) -> None:
         row = map_message(json.loads(json.dumps(msg)), datetime(2026, 1, 1))
         record = json.loads(intake.event(row, "segment", "segment:t"))
         assert record["ip"] == want
-        assert json.loads(record["context"])["ip"] == want
+        assert record["context"]["ip"] == want

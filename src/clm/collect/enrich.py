@@ -1,4 +1,8 @@
-"""Server-side enrichment of an event row before it is spooled.
+"""Server-side enrichment of events.
+
+Only IP anonymisation runs in the request path (nothing may be written before it);
+the rest needs no answer to the client, so the loader applies it per batch, once per
+distinct value (see `loader.py`), which keeps the request path short.
 
 - IP anonymisation (PRODUCT.md §9), applied before anything is written: IPv4 keeps the
   first three octets (the last is zeroed), IPv6 keeps the first 48 bits (the last 80
@@ -157,24 +161,26 @@ def _channel(medium: str, source: str, campaign: bool, ref: str, host: str) -> s
     return "referral"
 
 
-def enrich(row: dict[str, Any], *, anonymize: bool = True) -> None:
-    """Fill ip, utm_*, channel and context.clm (browser, os, device, bot) in place."""
-    context = row["context"]
-    if anonymize:
-        # The raw address must not survive anywhere in the row, context included.
-        row["ip"] = anonymize_ip(row.get("ip"))
-        if "ip" in context:
-            context["ip"] = row["ip"]
-    for key, value in utm_from_url(row.get("url")).items():
+def campaign_and_channel(
+    url: str | None,
+    referrer: str | None,
+    utm: tuple[str | None, str | None, str | None, str | None, str | None],
+) -> tuple[str | None, str | None, str | None, str | None, str | None, str]:
+    """utm_source, _medium, _campaign, _term, _content (the event's own, else those
+    of its page URL) and the channel; the loader calls it once per distinct value."""
+    row: dict[str, Any] = dict(zip(UTM, utm, strict=True))
+    row["url"], row["referrer"] = url, referrer
+    for key, value in utm_from_url(url).items():
         if not row.get(key):
             row[key] = value
-    row["channel"] = channel(row)
-    ua = row.get("user_agent")
-    if not isinstance(context.get("clm"), dict):
-        context["clm"] = {}
-    clm: dict[str, Any] = context["clm"]
-    if ua:
-        browser, os_name, device, bot = parse_user_agent(ua)
-        clm.update(browser=browser, os=os_name, device=device, bot=bot)
-    else:
-        clm["bot"] = False
+    return (
+        row["utm_source"],
+        row["utm_medium"],
+        row["utm_campaign"],
+        row["utm_term"],
+        row["utm_content"],
+        channel(row),
+    )
+
+
+UTM = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from clm.collect.intake import Intake
-from clm.collect.segment import TYPES, Invalid, map_message
+from clm.collect.segment import TYPES, Invalid, map_message, parse_time
 from clm.warehouse.engine import now_utc
 
 MESSAGE_LIMIT = 32 * 1024
@@ -114,27 +115,36 @@ async def handle(
         messages, shared, sent_at = [payload], {}, None
 
     received = now_utc()
+    # A batch's shared sentAt is parsed once; a bad one is left to each message,
+    # whose refusal then names it.
+    skew = None
+    if sent_at is not None:
+        with contextlib.suppress(Invalid):
+            skew = received - parse_time(sent_at, "sentAt")
     records: list[bytes] = []
     errors: list[dict[str, Any]] = []
     check_size = len(body) > MESSAGE_LIMIT
+    default_type = None if kind == "batch" else kind
+    event = intake.event
     for i, msg in enumerate(messages):
         try:
-            if isinstance(msg, dict):
+            if type(msg) is dict:
                 if shared:
                     msg = {**shared, **msg}
-                if sent_at is not None and "sentAt" not in msg:
+                if skew is None and sent_at is not None and "sentAt" not in msg:
                     msg = {**msg, "sentAt": sent_at}
-                msg.pop("writeKey", None)
+                if "writeKey" in msg:
+                    del msg["writeKey"]
             if check_size and len(orjson.dumps(msg)) > MESSAGE_LIMIT:
                 raise Invalid("message", "over the 32 KB limit per message")
-            row = map_message(
-                msg, received, default_type=None if kind == "batch" else kind
-            )
+            row = map_message(msg, received, default_type=default_type, skew=skew)
             if client_ip and not row["ip"]:
                 row["ip"] = client_ip
-            records.append(intake.event(row, "segment", source))
+            records.append(event(row, "segment", source))
         except Invalid as exc:
             errors.append({"index": i, "field": exc.field, "problem": exc.problem})
+            if skew is not None and type(msg) is dict and "sentAt" not in msg:
+                msg = {**msg, "sentAt": sent_at}  # the payload as it applied
             records.append(
                 intake.reject(source, exc.field, exc.value, exc.problem, msg, received)
             )

@@ -18,9 +18,8 @@ from typing import Any
 
 import orjson
 
-from clm.collect.enrich import anonymize_ip, enrich
+from clm.collect.enrich import anonymize_ip
 from clm.collect.loader import Loader
-from clm.collect.sessions import Sessions
 from clm.collect.spool import Spool
 from clm.errors import ConfigError
 from clm.warehouse.engine import Warehouse, now_utc
@@ -92,7 +91,6 @@ class Intake:
     def __init__(self, config: CollectorConfig, wh: Warehouse | None) -> None:
         self.config = config
         self.wh = wh
-        self.sessions = Sessions(config.session_timeout_minutes)
         self.spool = Spool(config.spool_dir, rotate_seconds=config.flush_interval)
         self.loader: Loader | None = None
         self.accepted = 0
@@ -116,6 +114,8 @@ class Intake:
                 batch_files=self.config.batch_size,
                 interval=self.config.flush_interval,
                 wake=self.spool.sealed,
+                session_timeout_minutes=self.config.session_timeout_minutes,
+                bot_filter=self.config.bot_filter,
             )
             self.loader.load_pending()  # what a previous run acknowledged comes first
             self.loader.start()
@@ -133,19 +133,25 @@ class Intake:
     # -- records ----------------------------------------------------------------------
 
     def event(self, row: dict[str, Any], protocol: str, source: str) -> bytes:
-        """The spool record of an event row (enriched and sessionised)."""
+        """The spool record of an event row: its IP anonymised, its protocol and
+        source stamped. The rest of the enrichment (user agent, bot, channel,
+        session) happens in the loader, per batch: the client's answer does not
+        depend on it, and done there it costs once per distinct value."""
         row["source"] = source
-        enrich(row, anonymize=self.config.anonymize_ip)
-        clm = row["context"]["clm"]
-        clm["protocol"] = protocol
-        if not self.config.bot_filter:
-            clm.pop("bot", None)
-        self.sessions.assign(row)
+        context = row["context"]
+        if self.config.anonymize_ip:
+            # The raw address must not survive anywhere in the row, context included.
+            ip = row["ip"] = anonymize_ip(row["ip"])
+            if "ip" in context:
+                context["ip"] = ip
+        clm = context.get("clm")
+        if type(clm) is dict:
+            clm["protocol"] = protocol
+        else:
+            context["clm"] = {"protocol": protocol}
         row["k"] = "e"
-        row["properties"] = orjson.dumps(row["properties"], default=_default).decode()
-        row["context"] = orjson.dumps(row["context"], default=_default).decode()
         self.accepted += 1
-        return orjson.dumps(row, default=str) + b"\n"
+        return orjson.dumps(row, default=_default) + b"\n"
 
     def reject(
         self,

@@ -26,6 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from clm.collect.enrich import UTM, campaign_and_channel, parse_user_agent
+from clm.collect.sessions import assign_sessions
 from clm.collect.spool import sealed_segments
 from clm.errors import EngineError
 from clm.warehouse.engine import Warehouse
@@ -44,6 +46,8 @@ def _columns() -> str:
     cols: dict[str, str] = {"k": "VARCHAR"}
     for name, dtype in EVENTS.items():
         cols[name] = _DUCK[str(dtype).split("(")[0]]
+    # Objects in today's records, JSON text in those of older versions.
+    cols.update(properties="JSON", context="JSON")
     cols.update(
         row_number="BIGINT",
         field="VARCHAR",
@@ -59,17 +63,113 @@ COLUMNS = _columns()
 DEDUP_WINDOW_HOURS = 24
 
 
-def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
-    """Insert the records of `files` (sealed segments); return counts. Idempotent."""
-    if not files:
-        return {"events_written": 0, "duplicates_skipped": 0, "rejected": 0}
-    batch_id = "load-" + uuid.uuid4().hex[:12]
+def _spool_table(con: Any, files: list[Path]) -> tuple[int, int, str]:
+    """Read `files` into temp table `_clm_spool`; (events, rejects, dedup start)."""
     paths = "[" + ", ".join(_q(str(p)) for p in files) + "]"
     read = (
         f"read_json({paths}, format='newline_delimited', columns={COLUMNS}, "
         "maximum_object_size=1048576)"
     )
-    cols = ", ".join(f'"{c}"' for c in EVENTS.names if c != "import_id")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _clm_spool AS SELECT * FROM {read}")
+    seen = con.execute(
+        "SELECT count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'r'), "
+        f"strftime(coalesce(min(received_at), now()::TIMESTAMP) "
+        f"- INTERVAL {DEDUP_WINDOW_HOURS} HOUR, '%Y-%m-%d %H:%M:%S.%f') "
+        "FROM _clm_spool"
+    ).fetchone()
+    assert seen is not None
+    return int(seen[0]), int(seen[1]), str(seen[2])
+
+
+def _new_events(con: Any, since: str) -> None:
+    """Temp table `_clm_new`: the batch's events not yet stored, one per event_id.
+
+    Ids already stored are found by a semi-join driven by the (small) batch, over
+    the events received from a day before the batch's oldest event on; the scan
+    skips older row groups by their min/max of received_at, so a load costs the same
+    in a warehouse of any size. A day covers SDK retries (minutes) and crash replays
+    (their received_at is the original one).
+    """
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _clm_new AS
+        SELECT row_number() OVER () AS rid, * EXCLUDE (rn) FROM (
+          SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY received_at)
+            AS rn
+          FROM _clm_spool s
+          WHERE k = 'e' AND event_id NOT IN (
+            SELECT event_id FROM events
+            WHERE received_at >= TIMESTAMP {_q(since)}
+              AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e')))
+        WHERE rn = 1"""
+    )
+
+
+def _values_table(
+    con: Any, name: str, columns: dict[str, str], rows: list[Any]
+) -> None:
+    """A temp table from Python rows: one list parameter per column, unnested."""
+    select = ", ".join(f"unnest(?::{kind}[]) AS {col}" for col, kind in columns.items())
+    params = (
+        [list(col) for col in zip(*rows, strict=True)]
+        if rows
+        else [[] for _ in columns]
+    )
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {select}", params)
+
+
+def _enrichment_tables(con: Any) -> None:
+    """`_clm_ua` (per distinct user agent) and `_clm_ch` (per distinct url, referrer
+    and utm_*): the Python rules of `enrich.py`, run once per distinct value."""
+    uas = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT user_agent FROM _clm_new WHERE user_agent <> ''"
+        ).fetchall()
+    ]
+    _values_table(
+        con,
+        "_clm_ua",
+        {
+            "user_agent": "VARCHAR",
+            "browser": "VARCHAR",
+            "os": "VARCHAR",
+            "device": "VARCHAR",
+            "bot": "BOOLEAN",
+        },
+        [(ua, *parse_user_agent(ua)) for ua in uas],
+    )
+    keys = con.execute(
+        f"SELECT DISTINCT url, referrer, {', '.join(UTM)} FROM _clm_new"
+    ).fetchall()
+    _values_table(
+        con,
+        "_clm_ch",
+        {
+            "url": "VARCHAR",
+            "referrer": "VARCHAR",
+            **{f"k_{u}": "VARCHAR" for u in UTM},
+            **{u: "VARCHAR" for u in UTM},
+            "channel": "VARCHAR",
+        },
+        [(*k, *campaign_and_channel(k[0], k[1], k[2:])) for k in keys],
+    )
+
+
+def load_segments(
+    wh: Warehouse,
+    files: list[Path],
+    *,
+    session_timeout_minutes: int = 30,
+    bot_filter: bool = True,
+) -> dict[str, int]:
+    """Insert the records of `files` (sealed segments); return counts. Idempotent.
+
+    Events are enriched here, per batch: user agent (browser, OS, device, bot),
+    utm_* from the page URL, channel and session (see `sessions.py`).
+    """
+    if not files:
+        return {"events_written": 0, "duplicates_skipped": 0, "rejected": 0}
+    batch_id = "load-" + uuid.uuid4().hex[:12]
     rcols = ", ".join(f'"{c}"' for c in REJECTED.names if c != "import_id")
     # A cursor of its own: a second connection to the same database, so that the
     # loader thread's transaction never mixes with statements that other threads
@@ -77,30 +177,57 @@ def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
     con = wh.con.con.cursor()
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _clm_spool AS SELECT * FROM {read}")
-        seen = con.execute(
-            "SELECT count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'r'), "
-            f"strftime(coalesce(min(received_at), now()::TIMESTAMP) "
-            f"- INTERVAL {DEDUP_WINDOW_HOURS} HOUR, '%Y-%m-%d %H:%M:%S.%f') "
-            "FROM _clm_spool"
-        ).fetchone()
-        assert seen is not None
-        # Ids of this batch already stored: a semi-join driven by the (small) batch,
-        # over the events received from a day before the batch's oldest event on;
-        # the scan skips older row groups by their min/max of received_at, so a
-        # load costs the same in a warehouse of any size. A day covers SDK retries
-        # (minutes) and crash replays (their received_at is the original one).
-        written = con.execute(
-            f"""INSERT INTO events ({cols}, import_id)
-            SELECT {cols}, {_q(batch_id)} FROM _clm_spool s
-            WHERE k = 'e' AND event_id NOT IN (
-              SELECT event_id FROM events
-              WHERE received_at >= TIMESTAMP {_q(seen[2])}
-                AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e'))
-            QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at)
-              = 1"""
-        ).fetchone()
-        if seen[1]:
+        n_events, n_rejects, since = _spool_table(con, files)
+        written = 0
+        if n_events:
+            _new_events(con, since)
+            _enrichment_tables(con)
+            # Records of an older clm carry properties/context as JSON text (a
+            # JSON string) and were enriched already; today's carry objects.
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE _clm_rows AS
+                SELECT n.* EXCLUDE (properties, context, {", ".join(UTM)}, channel),
+                  CASE WHEN json_type(n.properties) = 'VARCHAR'
+                       THEN n.properties ->> '$' ELSE n.properties::VARCHAR END
+                    AS properties,
+                  CASE WHEN json_type(n.context) = 'VARCHAR'
+                       THEN (n.context ->> '$')::JSON
+                       ELSE coalesce(n.context, '{{}}'::JSON) END AS context,
+                  {", ".join(f"c.{u}" for u in UTM)},
+                  coalesce(n.channel, c.channel) AS channel,
+                  u.browser, u.os, u.device, u.bot
+                FROM _clm_new n
+                LEFT JOIN _clm_ch c ON n.url IS NOT DISTINCT FROM c.url
+                  AND n.referrer IS NOT DISTINCT FROM c.referrer
+                  {" ".join(f"AND n.{u} IS NOT DISTINCT FROM c.k_{u}" for u in UTM)}
+                LEFT JOIN _clm_ua u ON n.user_agent = u.user_agent"""
+            )
+            assign_sessions(con, "_clm_rows", "_clm_sess", session_timeout_minutes)
+            bot = "u.bot" if bot_filter else "NULL::BOOLEAN"
+            # context.clm: merged in (a JSON merge patch: a NULL value removes the
+            # key, which is how bot_filter = 0 leaves `bot` out).
+            clm = (
+                "CASE WHEN coalesce(u.user_agent, '') = '' "
+                f"THEN json_object('bot', {'false' if bot_filter else 'NULL'}) "
+                "ELSE json_object('browser', u.browser, 'os', u.os, "
+                f"'device', u.device, 'bot', {bot}) END"
+            )
+            exprs = {c: f'u."{c}"' for c in EVENTS.names if c != "import_id"}
+            exprs["session_id"] = "coalesce(u.session_id, s.session_id)"
+            exprs["context"] = (
+                f"json_merge_patch(u.context, json_object('clm', {clm}))::VARCHAR"
+            )
+            cols = ", ".join(f'"{c}"' for c in exprs)
+            row = con.execute(
+                f"""INSERT INTO events ({cols}, import_id)
+                SELECT {", ".join(exprs.values())}, {_q(batch_id)}
+                FROM _clm_rows u LEFT JOIN _clm_sess s USING (rid)"""
+            ).fetchone()
+            assert row is not None
+            written = int(row[0])
+            for t in ("_clm_new", "_clm_ua", "_clm_ch", "_clm_rows", "_clm_sess"):
+                con.execute(f"DROP TABLE {t}")
+        if n_rejects:
             con.execute(
                 f"""INSERT INTO rejected ({rcols}, import_id)
                 SELECT DISTINCT {rcols}, {_q(batch_id)} FROM _clm_spool s
@@ -118,15 +245,14 @@ def load_segments(wh: Warehouse, files: list[Path]) -> dict[str, int]:
         ) from exc
     finally:
         con.close()
-    assert written is not None
 
     # Deleting only now is what makes a crash in between harmless (see above).
     for p in files:
         p.unlink(missing_ok=True)
     return {
-        "events_written": int(written[0]),
-        "duplicates_skipped": int(seen[0]) - int(written[0]),
-        "rejected": int(seen[1]),
+        "events_written": written,
+        "duplicates_skipped": n_events - written,
+        "rejected": n_rejects,
     }
 
 
@@ -141,8 +267,14 @@ class Loader:
         batch_files: int = 32,
         interval: float = 1.0,
         wake: threading.Event | None = None,
+        session_timeout_minutes: int = 30,
+        bot_filter: bool = True,
     ) -> None:
         self.wh, self.directory = wh, Path(directory)
+        self.options: dict[str, Any] = {
+            "session_timeout_minutes": session_timeout_minutes,
+            "bot_filter": bot_filter,
+        }
         self.batch_files, self.interval = batch_files, interval
         self.wake = wake or threading.Event()
         self.totals: dict[str, int] = {
@@ -163,7 +295,7 @@ class Loader:
                 files = sealed_segments(self.directory)[: self.batch_files]
                 if not files:
                     return done
-                counts = load_segments(self.wh, files)
+                counts = load_segments(self.wh, files, **self.options)
                 for k, v in counts.items():
                     done[k] += v
                     self.totals[k] += v

@@ -18,7 +18,7 @@ expected; the caller stores it in `rejected`.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -41,22 +41,32 @@ class Invalid(ValueError):
 
 def parse_time(value: Any, field: str) -> datetime:
     """An ISO 8601 text as a naive UTC datetime; zone-less text is read as UTC."""
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise Invalid(
             field, "expected an ISO 8601 text such as 2024-05-01T12:00:00Z", value
         )
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        ts = datetime.fromisoformat(text)
+        # Python 3.11 reads a trailing "Z" itself; spaces and "z" need help.
+        ts = _fromiso(value)
     except ValueError:
-        raise Invalid(
-            field, "unparseable; expected ISO 8601 such as 2024-05-01T12:00:00Z", value
-        ) from None
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            ts = _fromiso(text)
+        except ValueError:
+            raise Invalid(
+                field,
+                "unparseable; expected ISO 8601 such as 2024-05-01T12:00:00Z",
+                value,
+            ) from None
+    offset = ts.utcoffset()
+    if offset is not None:
+        ts = ts.replace(tzinfo=None) - offset
     return ts
+
+
+_fromiso = datetime.fromisoformat
 
 
 def _str(msg: dict[str, Any], key: str) -> str | None:
@@ -107,35 +117,69 @@ def _float(value: Any) -> float | None:
         return None
 
 
+_TYPESET = frozenset(TYPES)
+_OBJECTS = ("properties", "context", "traits")
+
+
 def map_message(
-    msg: Any, received_at: datetime, *, default_type: str | None = None
+    msg: Any,
+    received_at: datetime,
+    *,
+    default_type: str | None = None,
+    skew: timedelta | None = None,
 ) -> dict[str, Any]:
-    """The `events` row of one message; `default_type` is the endpoint's type."""
-    if not isinstance(msg, dict):
+    """The `events` row of one message; `default_type` is the endpoint's type.
+
+    `skew` is `received_at - sentAt` when the caller parsed a sentAt shared by a
+    whole batch once (the message has none of its own); otherwise the message's own
+    `sentAt` is used. This runs for every event the collector receives, so the
+    common case (fields of the expected types) takes the shortest path; anything
+    else goes through the checks that name the field.
+    """
+    if type(msg) is not dict and not isinstance(msg, dict):
         raise Invalid("message", f"expected a JSON object, got {type(msg).__name__}")
-    kind = _str(msg, "type") or default_type
-    if kind is None or kind.lower() not in TYPES:
-        raise Invalid("type", f"unknown type; expected one of {', '.join(TYPES)}", kind)
-    kind = kind.lower()
+    get = msg.get
+    kind = get("type")
+    if kind not in _TYPESET:
+        kind = _str(msg, "type") or default_type
+        if kind is None or kind.lower() not in TYPES:
+            raise Invalid(
+                "type", f"unknown type; expected one of {', '.join(TYPES)}", kind
+            )
+        kind = kind.lower()
     if default_type and kind != default_type:
         raise Invalid("type", f"this endpoint takes {default_type} calls", kind)
 
-    user_id, anonymous_id = _str(msg, "userId"), _str(msg, "anonymousId")
-    if kind == "alias" and user_id is None:
-        raise Invalid("userId", "an alias call needs userId (and previousId)")
-    if user_id is None and anonymous_id is None:
-        raise Invalid("userId", "neither userId nor anonymousId")
-    event = _str(msg, "event") or _str(msg, "name")
+    user_id, anonymous_id = get("userId"), get("anonymousId")
+    if type(user_id) is not str or "\x00" in user_id:
+        user_id = _str(msg, "userId")
+    if type(anonymous_id) is not str or "\x00" in anonymous_id:
+        anonymous_id = _str(msg, "anonymousId")
+    if user_id is None:
+        if kind == "alias":
+            raise Invalid("userId", "an alias call needs userId (and previousId)")
+        if anonymous_id is None:
+            raise Invalid("userId", "neither userId nor anonymousId")
+    event = get("event")
+    if type(event) is not str or "\x00" in event or not event:
+        event = _str(msg, "event") or _str(msg, "name")
     if kind == "track" and not event:
         raise Invalid("event", "a track call without an event name")
 
-    properties, context = _obj(msg, "properties"), _obj(msg, "context")
-    traits = _obj(msg, "traits")
-    if kind == "identify" and not properties:
+    properties, context, traits = get("properties"), get("context"), get("traits")
+    if type(properties) is not dict:
+        properties = _obj(msg, "properties")
+    if type(context) is not dict:
+        context = _obj(msg, "context")
+    if type(traits) is not dict:
+        traits = _obj(msg, "traits")
+    if kind == "track":
+        pass
+    elif kind == "identify" and not properties:
         properties = traits
     elif kind == "group":
         properties = {**properties, "groupId": _str(msg, "groupId"), "traits": traits}
-    elif kind in ("page", "screen") and msg.get("category") is not None:
+    elif kind in ("page", "screen") and get("category") is not None:
         # The spec's top-level page/screen `category` has no column; keep it.
         properties = {"category": _str(msg, "category"), **properties}
     elif kind == "alias":
@@ -144,24 +188,48 @@ def map_message(
     # Timestamps: the Segment spec's "Timestamps" page: timestamp (else
     # originalTimestamp) is the device's clock; sentAt the device's clock at sending,
     # so received_at - sentAt is the skew to add.
-    ts_raw = msg.get("timestamp", msg.get("originalTimestamp"))
+    ts_raw = get("timestamp", get("originalTimestamp"))
     ts = parse_time(ts_raw, "timestamp") if ts_raw is not None else received_at
-    sent_at = msg.get("sentAt")
+    sent_at = get("sentAt")
     if sent_at is not None:
         ts = ts + (received_at - parse_time(sent_at, "sentAt"))
+    elif skew is not None:
+        ts = ts + skew
     if ts > received_at + MAX_FUTURE:
         raise Invalid("timestamp", "more than a day in the future", ts_raw)
     if ts < received_at - MAX_PAST:
         raise Invalid("timestamp", "more than ten years in the past", ts_raw)
 
-    page = _sub(context, "page")
-    campaign = _sub(context, "campaign")
-    message_id = _str(msg, "messageId")
+    page = context.get("page")
+    if type(page) is not dict:
+        page = {}
+    campaign = context.get("campaign")
+    if campaign is None:
+        utm: tuple[Any, ...] = (None, None, None, None, None)
+    else:
+        if type(campaign) is not dict:
+            campaign = {}
+        c = campaign.get
+        utm = (
+            _text(c("source")),
+            _text(c("medium")),
+            _text(c("name")),
+            _text(c("term")),
+            _text(c("content")),
+        )
+    message_id = get("messageId")
+    if type(message_id) is not str or "\x00" in message_id:
+        message_id = _str(msg, "messageId")
     if message_id is None:
         message_id = hashlib.md5(
             orjson.dumps(msg, option=orjson.OPT_SORT_KEYS)
         ).hexdigest()
-    revenue = properties.get("revenue", properties.get("total"))
+    p = properties.get
+    revenue = p("revenue", p("total"))
+    url = page["url"] if "url" in page else p("url")
+    referrer = page["referrer"] if "referrer" in page else p("referrer")
+    currency, order_id = p("currency"), p("order_id", p("orderId"))
+    ua, ip = context.get("userAgent"), context.get("ip")
     return {
         "event_id": message_id,
         "type": kind,
@@ -173,19 +241,19 @@ def map_message(
         "session_id": None,
         "properties": properties,
         "context": context,
-        "revenue": _float(revenue),
-        "currency": _text(properties.get("currency")),
-        "order_id": _text(properties.get("order_id", properties.get("orderId"))),
-        "url": _text(page.get("url", properties.get("url"))),
-        "referrer": _text(page.get("referrer", properties.get("referrer"))),
+        "revenue": None if revenue is None else _float(revenue),
+        "currency": currency if type(currency) is str else _text(currency),
+        "order_id": order_id if type(order_id) is str else _text(order_id),
+        "url": url if type(url) is str else _text(url),
+        "referrer": referrer if type(referrer) is str else _text(referrer),
         "channel": None,
-        "utm_source": _text(campaign.get("source")),
-        "utm_medium": _text(campaign.get("medium")),
-        "utm_campaign": _text(campaign.get("name")),
-        "utm_term": _text(campaign.get("term")),
-        "utm_content": _text(campaign.get("content")),
-        "user_agent": _text(context.get("userAgent")),
-        "ip": _text(context.get("ip")),
+        "utm_source": utm[0],
+        "utm_medium": utm[1],
+        "utm_campaign": utm[2],
+        "utm_term": utm[3],
+        "utm_content": utm[4],
+        "user_agent": ua if type(ua) is str else _text(ua),
+        "ip": ip if type(ip) is str else _text(ip),
         "source": None,
         "import_id": None,
     }
