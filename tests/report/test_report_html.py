@@ -121,7 +121,7 @@ def test_every_stage_and_kpi_appears(english: str, german: str) -> None:
         "Acquisition",
         "Conversion",
         "Retention",
-        "Conversion to Conversion",
+        "Conversion rate → Conversion",
         "Average order value",
         "Churn rate",
     ):
@@ -129,8 +129,8 @@ def test_every_stage_and_kpi_appears(english: str, german: str) -> None:
     for label in (
         "Interessenten",
         "Neukunden",
-        "Bestandskunden",
-        "Konversion zu Neukunden",
+        "Wiederkäufer",
+        "Konversionsrate → Neukunden",
         "Durchschnittlicher Warenkorbwert",
         "Abwanderungsrate",
     ):

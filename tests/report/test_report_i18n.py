@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import string
 from datetime import UTC, date, datetime
 
@@ -91,17 +92,37 @@ def test_labels_read_naturally_in_german() -> None:
     assert i18n.metric_label("churn_rate", "de") == "Abwanderungsrate"
     assert i18n.metric_label("repeat_purchase_rate", "de") == "Wiederkaufrate"
     assert "Warenkorbwert" in i18n.metric_label("average_order_value", "de")
-    assert i18n.stage_label("retention", "de") == "Bestandskunden"
+    assert i18n.stage_label("retention", "de") == "Wiederkäufer"
+    assert i18n.stage_label("loyalty", "de") == "Stammkunden"
+    assert i18n.metric_label("entered", "de") == "Zugänge"
 
 
 def test_conversion_rate_names_its_target_stage() -> None:
     key = "conversion_rate_to(retention)"
-    assert i18n.metric_label(key, "en") == "Conversion to Retention"
-    assert i18n.metric_label(key, "de") == "Konversion zu Bestandskunden"
+    assert i18n.metric_label(key, "en") == "Conversion rate → Retention"
+    assert i18n.metric_label(key, "de") == "Konversionsrate → Wiederkäufer"
     # A model's own label wins over the template fallback.
-    labels = {"retention": {"en": "Repeat buyers", "de": "Wiederkäufer"}}
-    assert i18n.metric_label(key, "de", labels) == "Konversion zu Wiederkäufer"
-    assert i18n.metric_label(key, "en", labels) == "Conversion to Repeat buyers"
+    labels = {"retention": {"en": "Repeat buyers", "de": "Mehrfachkäufer"}}
+    assert i18n.metric_label(key, "de", labels) == "Konversionsrate → Mehrfachkäufer"
+    assert i18n.metric_label(key, "en", labels) == "Conversion rate → Repeat buyers"
+
+
+@pytest.mark.parametrize("template", ["ecommerce", "b2b", "activity"])
+def test_template_labels_read_naturally_in_german(template: str) -> None:
+    from clm.lifecycle.model import load_model
+
+    model = load_model(template)
+    labels = {s.name: s.labels for s in model.stages}
+    # Every stage has a German label of its own, a group of people (a noun, capital).
+    for stage in model.stages:
+        de = i18n.stage_label(stage.name, "de", labels)
+        assert de[0].isupper() and de != stage.labels.get("en"), (stage.name, de)
+    # No metric label says a word twice ("Konversion zu Konversion").
+    for calls in model.metrics.values():
+        for call in calls:
+            label = i18n.metric_label(call.key, "de", labels)
+            words = re.findall(r"\w+", label.lower())
+            assert len(words) == len(set(words)), (call.key, label)
 
 
 def test_unknown_stage_and_metric_fall_back_to_readable_names() -> None:

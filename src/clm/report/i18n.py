@@ -105,7 +105,9 @@ _EN: dict[str, str] = {
     "metric.population": "Customers",
     "metric.entered": "Entered",
     "metric.exited": "Left",
-    "metric.conversion_rate_to": "Conversion to {stage}",
+    # An arrow, not a preposition: with the stage labels of the templates the words
+    # "Conversion to Conversion" or a German dative (zu Wiederkäufern) read badly.
+    "metric.conversion_rate_to": "Conversion rate → {stage}",
     "metric.median_days_in_stage": "Median time in stage",
     "metric.mean_days_in_stage": "Mean time in stage",
     "metric.time_to_convert": "Time to convert",
@@ -310,9 +312,9 @@ _DE: dict[str, str] = {
     "unit.day": "{value} Tag",
     "unit.times": "{value}×",
     "metric.population": "Kunden",
-    "metric.entered": "Neu in der Phase",
-    "metric.exited": "Aus der Phase gewechselt",
-    "metric.conversion_rate_to": "Konversion zu {stage}",
+    "metric.entered": "Zugänge",
+    "metric.exited": "Abgänge",
+    "metric.conversion_rate_to": "Konversionsrate → {stage}",
     "metric.median_days_in_stage": "Verweildauer in der Phase (Median)",
     "metric.mean_days_in_stage": "Verweildauer in der Phase (Mittelwert)",
     "metric.time_to_convert": "Zeit bis zur Konversion",
@@ -337,25 +339,26 @@ _DE: dict[str, str] = {
     "metric.new_visitors_by_channel": "Neue Besucher nach Kanal",
     "stage.none": "Noch kein Kunde",
     "stage.none_to": "Nicht mehr im Modell",
-    "stage.reach": "Reichweite",
+    # The same words as the templates' own German labels.
+    "stage.reach": "Besucher",
     "stage.acquisition": "Interessenten",
     "stage.conversion": "Neukunden",
-    "stage.retention": "Bestandskunden",
+    "stage.retention": "Wiederkäufer",
     "stage.loyalty": "Stammkunden",
     "stage.at_risk": "Abwanderungsgefährdet",
     "stage.lapsed": "Abgewandert",
     "stage.won_back": "Zurückgewonnen",
     "stage.subscriber": "Abonnenten",
     "stage.lead": "Leads",
-    "stage.mql": "Marketing-qualifizierte Leads",
-    "stage.sql": "Vertriebsqualifizierte Leads",
+    "stage.mql": "Marketingqualifizierte Leads (MQL)",
+    "stage.sql": "Vertriebsqualifizierte Leads (SQL)",
     "stage.opportunity": "Verkaufschancen",
     "stage.customer": "Kunden",
     "stage.evangelist": "Fürsprecher",
-    "stage.new": "Neu",
-    "stage.returning": "Wiederkehrend",
-    "stage.resurrecting": "Reaktiviert",
-    "stage.dormant": "Ruhend",
+    "stage.new": "Neue Nutzer",
+    "stage.returning": "Wiederkehrende Nutzer",
+    "stage.resurrecting": "Reaktivierte Nutzer",
+    "stage.dormant": "Inaktive Nutzer",
     "caveat.last_period_incomplete": (
         "Der letzte Zeitraum ist unvollständig: Die Daten reichen bis "
         "{period_end}. Seine Werte ändern sich noch und sind mit vollständigen "
@@ -370,9 +373,9 @@ _DE: dict[str, str] = {
         "Quoten und ihre Veränderungen stark; lesen Sie sie als grobe Anhaltspunkte."
     ),
     "caveat.history_truncated": (
-        "Die Daten beginnen am {first_date}. Kunden, die schon vorher aktiv waren, "
-        "fehlt ihre frühere Historie; sie können in einer früheren Phase erscheinen, "
-        "als sie tatsächlich sind."
+        "Die Daten beginnen am {first_date}. Bei Kunden, die schon vorher aktiv "
+        "waren, fehlt die frühere Historie; sie können in einer früheren Phase "
+        "erscheinen, als es ihrem tatsächlichen Stand entspricht."
     ),
     "caveat.no_customer_value": (
         "Für den vorhergesagten CLV fehlen Werte: führen Sie `clm clv predict` aus."
@@ -390,8 +393,8 @@ _DE: dict[str, str] = {
     "rfm.promising": "Vielversprechend",
     "rfm.need_attention": "Brauchen Aufmerksamkeit",
     "rfm.about_to_sleep": "Drohen einzuschlafen",
-    "rfm.at_risk": "Gefährdet",
-    "rfm.can_t_lose": "Nicht verlieren",
+    "rfm.at_risk": "Abwanderungsgefährdet",
+    "rfm.can_t_lose": "Auf keinen Fall verlieren",
     "rfm.hibernating": "Im Winterschlaf",
     "rfm.lost": "Verloren",
     "caveat.unknown": "Hinweis ({code}): {details}",
@@ -410,11 +413,13 @@ _DE: dict[str, str] = {
     ),
     "dash.as_of": "Stand {day}",
     "dash.data_until": "Die Daten reichen bis {date}; spätere Tage fehlen noch.",
-    "dash.entered_from": "Gekommen aus",
-    "dash.exited_to": "Gewechselt nach",
+    "dash.entered_from": "Zugänge aus",
+    "dash.exited_to": "Abgänge nach",
     "dash.time_in_stage": "Verweildauer",
-    "dash.median_mean": "Median {median}, Mittel {mean} (abgeschlossene Aufenthalte)",
-    "dash.channels": "Kanäle, die diese Phase speisen (erster Kontakt)",
+    "dash.median_mean": (
+        "Median {median}, Mittelwert {mean} (abgeschlossene Verweildauern)"
+    ),
+    "dash.channels": "Herkunftskanäle dieser Phase (Erstkontakt)",
     "dash.customers_in_stage": "Kunden derzeit in dieser Phase: {count}",
     "dash.next_page": "Nächste Seite",
     "dash.from_day": "Von",
@@ -447,9 +452,7 @@ _DE: dict[str, str] = {
     "dash.valid": "Der Entwurf ist gültig.",
     "dash.preview": "Vorschau",
     "dash.line": "Zeile {line}",
-    "dash.sample": (
-        "Nachgerechnet an jedem {every}. Kunden, hochgerechnet; Stand {as_of}."
-    ),
+    "dash.sample": ("Stichprobe: jeder {every}. Kunde, hochgerechnet; Stand {as_of}."),
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": _EN, "de": _DE}
@@ -699,8 +702,9 @@ def metric_label(
     key: str, lang: str, labels: Mapping[str, Mapping[str, str]] | None = None
 ) -> str:
     """A metric key's name for people: `conversion_rate_to(retention)` →
-    "Conversion to Retention" / "Konversion zu Bestandskunden". Stage arguments are
-    written with `stage_label`; an unknown metric keeps its key, made readable."""
+    "Conversion rate → Retention" / "Konversionsrate → Wiederkäufer". Stage
+    arguments are written with `stage_label`; an unknown metric keeps its key, made
+    readable."""
     name, args = split_metric(key)
     if not has_key(f"metric.{name}"):
         readable = name.replace("_", " ").capitalize()
