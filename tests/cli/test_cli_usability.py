@@ -113,11 +113,25 @@ def test_piped_tables_are_not_cut(shop: Path) -> None:
     # CliRunner's output is not a terminal, as with `clm metrics > file`.
     text = clm("metrics", "-w", str(shop), "--grain", "week", "--last", "0").stdout
     assert "…" not in text
-    assert "2024-03-11" in text  # every week's header whole
-    assert max(len(line) for line in text.splitlines()) > 80
+    # Weeks from Monday 2024-02-26 (the ISO week of the first order) to 03-11:
+    # Jan 1 2024 is a Monday, so 03-11 (day 71) starts week (71 - 1) // 7 + 1 = 11.
+    for week in ("2024-W09", "2024-W10", "2024-W11"):
+        assert week in text
+    assert "│ conversion_rate_to(acquisition) │" in text
 
-    narrow = clm("metrics", "-w", str(shop), "--grain", "week", "--width", "60")
-    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    # By day: 15 periods from 03-03 to 03-17, far more than 80 columns, all there.
+    days = clm("metrics", "-w", str(shop), "--grain", "day", "--last", "0").stdout
+    assert "…" not in days and "note: the last" not in days
+    assert "2024-03-03" in days and "2024-03-17" in days
+    assert max(len(line) for line in days.splitlines()) > 15 * 10
+    assert "note: the last" not in text
+
+    # Too narrow for every period: the oldest are left out, never cut, and it says so.
+    narrow = clm("metrics", "-w", str(shop), "--grain", "week", "--width", "70")
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 70
+    assert "…" not in narrow.stdout and "2024-W11" in narrow.stdout
+    assert any(line.startswith("note: the last ") for line in lines)
 
 
 def test_currency_must_be_iso_4217(tmp_path: Path) -> None:

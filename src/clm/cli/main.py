@@ -513,24 +513,77 @@ def metrics(
         return
     periods = sorted(values.period_start.unique())
     shown = periods[-last:] if last else periods
-    for stage_name, rows in values.groupby("stage", sort=False):
-        rows = rows[rows.period_start.isin(shown)]
-        table = render.Table(title=f"stage {stage_name}", title_justify="left")
-        table.add_column("metric")
-        for p in shown:
-            table.add_column(str(p), justify="right")
-        table.add_column("change", justify="right")
-        for metric, mrows in rows.groupby("metric", sort=False):
-            unit = mrows.unit.iloc[0]
-            vals = dict(zip(mrows.period_start, mrows.value, strict=True))
-            table.add_row(
-                str(metric),
-                *[render.fmt(vals.get(p), unit) for p in shown],
-                render.change(float(mrows.change.iloc[-1])),
-            )
+    tables = [
+        _metrics_table(str(name), rows, shown, grain)
+        for name, rows in values.groupby("stage", sort=False)
+    ]
+    # On a terminal, drop the oldest periods rather than squeeze every column into
+    # "2025-0…": a table whose numbers are cut tells nothing.
+    fits = len(shown)
+    while fits > 1 and any(render.too_wide(t) for t in tables):
+        fits -= 1
+        tables = [
+            _metrics_table(str(name), rows, shown[-fits:], grain)
+            for name, rows in values.groupby("stage", sort=False)
+        ]
+    for table in tables:
         render.console.print(table)
+    if fits < len(shown):
+        render.console.print(
+            f"[yellow]note:[/yellow] the last {fits} of {len(shown)} periods fit the "
+            "terminal; widen it, show fewer with --last N, or pipe into a file to "
+            "see all",
+            highlight=False,
+        )
     for code, params in result.caveats:
-        render.console.print(f"[yellow]caveat:[/yellow] {code} {params}")
+        render.console.print(
+            f"[yellow]caveat:[/yellow] {_caveat(code, params)}", highlight=False
+        )
+
+
+def _period_label(start: Any, grain: str) -> str:
+    """A period's column header: 2025-07 (month), 2025-Q3, 2025-W27, 2025-07-01."""
+    import pandas as pd
+
+    ts = pd.Timestamp(start)
+    if grain == "month":
+        return ts.strftime("%Y-%m")
+    if grain == "quarter":
+        return f"{ts.year}-Q{ts.quarter}"
+    if grain == "week":
+        year, week, _ = ts.isocalendar()
+        return f"{year}-W{week:02d}"
+    return ts.strftime("%Y-%m-%d")
+
+
+def _metrics_table(name: str, rows: Any, shown: list[Any], grain: str) -> Any:
+    rows = rows[rows.period_start.isin(shown)]
+    table = render.Table(title=f"stage {name}", title_justify="left")
+    table.add_column("metric")
+    for p in shown:
+        table.add_column(_period_label(p, grain), justify="right", no_wrap=True)
+    table.add_column("change", justify="right", no_wrap=True)
+    for metric, mrows in rows.groupby("metric", sort=False):
+        unit = mrows.unit.iloc[0]
+        vals = dict(zip(mrows.period_start, mrows.value, strict=True))
+        table.add_row(
+            str(metric),
+            *[render.fmt(vals.get(p), unit) for p in shown],
+            render.change(float(mrows.change.iloc[-1])),
+        )
+    return table
+
+
+def _caveat(code: str, params: dict[str, Any]) -> str:
+    """A caveat in words (the report's English text), else its code and details."""
+    from clm.report import i18n
+
+    if i18n.has_key(f"caveat.{code}"):
+        try:
+            return i18n.translate(f"caveat.{code}", "en", **params)
+        except (KeyError, ValueError):  # details the text does not expect
+            pass
+    return f"{code} {params}"
 
 
 @app.command()

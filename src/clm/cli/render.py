@@ -240,6 +240,17 @@ def receipt(r: Receipt) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}")
 
 
+def too_wide(table: Table) -> bool:
+    """Whether `table` needs more columns than the console has (cells would be cut
+    or wrapped)."""
+    from rich.measure import Measurement
+
+    # Measured without the console's limit, which would clamp the answer to it.
+    free = console.options.update_width(UNBOUNDED)
+    needed = Measurement.get(console, free, table).maximum
+    return needed > console.width
+
+
 def frame(
     df: pd.DataFrame,
     title: str = "",
