@@ -186,6 +186,18 @@ class Params:
             raise BadParam(name, value, f"a whole number from {low} to {high}")
         return n
 
+    def flag(self, name: str) -> bool:
+        """A yes/no parameter: 1/true/yes or 0/false/no (absent: no)."""
+        value = self.q.get(name)
+        if value in (None, ""):
+            return False
+        low = value.lower()
+        if low in ("1", "true", "yes"):
+            return True
+        if low in ("0", "false", "no"):
+            return False
+        raise BadParam(name, value[:40], "1 or 0 (also true/false, yes/no)")
+
     def page(self) -> tuple[int, int]:
         return (
             self.integer("page", 1, 1, 1_000_000),
@@ -291,6 +303,9 @@ def read_routes(intake: Any) -> list[BaseRoute]:
     def reader() -> Reader:
         if "r" not in state:
             state["r"] = make_reader(intake)
+            made = state["r"]
+            if made is not None:
+                made.look()  # starts building the customer pages' look-ups
         r = state["r"]
         if r is None:
             raise EngineError("this server has no warehouse to read", transient=False)
@@ -342,18 +357,25 @@ def read_routes(intake: Any) -> list[BaseRoute]:
             if action == "validate":
                 body = views.validate_model(text)
             else:
-                body = await run_in_threadpool(views.preview_model, reader(), text)
+                exact = Params(request).flag("exact")
+                body = await run_in_threadpool(
+                    views.preview_model, reader(), text, exact
+                )
             return json_response(body)
         except Exception as exc:
             status, err = envelope(exc)
             return json_response(err, status)
 
     async def index(request: Request) -> Response:
+        r = state.get("r")
+        looks = r.lookups if r is not None else None
         return json_response(
             {
                 "version": "v1",
                 "openapi": f"{PREFIX}/openapi.json",
                 "endpoints": [PREFIX + p for p, _ in GET_ROUTES],
+                # Whether the customer pages read their look-up tables yet.
+                "lookups": looks.status() if looks is not None else None,
             }
         )
 

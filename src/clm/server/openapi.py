@@ -199,14 +199,26 @@ def document() -> dict[str, Any]:
             },
         },
     }
+    exact = {
+        "name": "exact",
+        "in": "query",
+        "required": False,
+        "description": (
+            "1: replay every customer (as slow as the stage step of `clm run`); "
+            "default 0: the saved model's stored populations, else an estimate on "
+            "a sample of customers (`estimate`, `sample_customers`, `margin`)"
+        ),
+        "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
+    }
     for action, text in (
         ("validate", "Check a draft stage model; errors carry their line"),
-        ("preview", "Populations under a draft, on a sample of customers"),
+        ("preview", "Populations under a draft, estimated on a sample of customers"),
     ):
         paths[f"{PREFIX}/models/{action}"] = {
             "post": {
                 "operationId": f"model_{action}",
                 "summary": text,
+                "parameters": [exact] if action == "preview" else [],
                 "requestBody": draft,
                 "responses": {
                     "200": {

@@ -47,6 +47,7 @@ import pandas as pd
 from clm.errors import ConfigError, ModelError, NotFoundError, known
 from clm.lifecycle import queries
 from clm.lifecycle.spec import StageModel
+from clm.server import lookups
 from clm.warehouse.engine import Warehouse
 from clm.workspace import CONFIG_FILE, Workspace
 
@@ -54,7 +55,6 @@ log = logging.getLogger("clm.server")
 
 GRAINS = ("day", "week", "month", "quarter")
 MAX_PAGE_SIZE = 500
-PREVIEW_CUSTOMERS = 5000  # the model preview replays a sample of at most this many
 
 
 class Reader:
@@ -70,6 +70,8 @@ class Reader:
         # Whether to read answers precomputed by `clm run` (off while precomputing).
         self.use_stored = stored
         self._has_store: bool | None = None
+        # In-memory look-up tables of the customer pages (server only).
+        self.lookups = lookups.Lookups(wh.con.con) if stored else None
 
     @classmethod
     def for_warehouse(cls, wh: Warehouse, near: Path) -> Reader:
@@ -155,6 +157,13 @@ class Reader:
             [cache_key(key), stamp],
         ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def look(self) -> dict[str, Any] | None:
+        """The look-up tables built for the current data, or None (being built, or
+        not a server): the customer pages then scan."""
+        if self.lookups is None or self.base.con.name != "duckdb":
+            return None
+        return self.lookups.ready(self.stamp())
 
     def sql(self, text: str, params: list[Any] | None = None) -> pd.DataFrame:
         return self.wh.con.con.execute(text, params or []).df()
@@ -270,52 +279,12 @@ def validate_model(text: str) -> dict[str, Any]:
     return {"valid": True, "errors": [], "model": model_summary(m)}
 
 
-def preview_model(r: Reader, text: str) -> dict[str, Any]:
-    """Stage populations under a draft, replayed on a sample of customers in memory.
+def preview_model(r: Reader, text: str, exact: bool = False) -> dict[str, Any]:
+    """Stage populations under a draft: stored, estimated on a sample of customers
+    or (`exact`) replayed on all of them; see `clm.server.preview`."""
+    from clm.server.preview import preview
 
-    The sample is every customer whose id hashes into the first 1/k of the space,
-    k chosen so that at most PREVIEW_CUSTOMERS are replayed; the counts are scaled
-    back by k and the answer says so.
-    """
-    from clm.lifecycle.history import run_model
-    from clm.lifecycle.model import load_model_text
-
-    checked = validate_model(text)
-    if not checked["valid"]:
-        return {**checked, "populations": []}
-    draft = load_model_text(text, "draft.yaml")
-    n = int(r.sql("SELECT count(DISTINCT customer_id) AS n FROM customers").n.iloc[0])
-    k = max(1, math.ceil(n / PREVIEW_CUSTOMERS))
-    cond = f"hash(customer_id) % {k} = 0"
-    customers = r.wh.con.con.execute(
-        f"SELECT * FROM customers WHERE {cond}"
-    ).fetch_arrow_table()
-    events = r.wh.con.con.execute(
-        f"""SELECT e.* FROM events e WHERE
-        ('user:' || trim(e.user_id)) IN (SELECT identifier FROM customers WHERE {cond})
-        OR ('anon:' || trim(e.anonymous_id)) IN
-           (SELECT identifier FROM customers WHERE {cond})"""
-    ).fetch_arrow_table()
-    mem = Warehouse.duckdb(None, threads=1)
-    mem.con.con.register("customers_src", customers)
-    mem.con.con.execute("INSERT INTO customers SELECT * FROM customers_src")
-    mem.con.con.register("events_src", events)
-    mem.con.con.execute("INSERT INTO events SELECT * FROM events_src")
-    try:
-        if len(events) == 0:
-            return {**checked, "populations": [], "sample_every": k}
-        run_model(mem, draft, timezone=r.tz)
-        day = queries.last_day(mem, draft, r.tz)
-        pops = queries.populations(mem, draft, day, r.tz)
-    finally:
-        mem.close()
-    pops["customers"] = pops.customers * k
-    return {
-        **checked,
-        "as_of": day.isoformat(),
-        "sample_every": k,
-        "populations": records(pops),
-    }
+    return preview(r, text, exact)
 
 
 # -- stages --------------------------------------------------------------------------
@@ -689,10 +658,17 @@ def _exact_customer(r: Reader, q: str) -> str | None:
         ).fetchone()
         keys += [str(k) for k in row or () if k]
     marks = ", ".join("?" for _ in keys)
+    where = f"(customer_id = ? OR identifier IN ({marks}))"
+    args: list[Any] = [q, *keys]
+    look = r.look()
+    if look is not None:
+        # Only the rows the look-up points at: by customer id or by identifier.
+        where += " AND rowid IN (SELECT unnest(?::BIGINT[]))"
+        args.append(lookups.exact_rowids(con, look, q, keys))
     found = con.execute(
-        "SELECT customer_id FROM customers WHERE customer_id = ? "
-        f"OR identifier IN ({marks}) ORDER BY customer_id <> ?, identifier LIMIT 1",
-        [q, *keys, q],
+        f"SELECT customer_id FROM customers WHERE {where} "
+        "ORDER BY customer_id <> ?, identifier LIMIT 1",
+        [*args, q],
     ).fetchone()
     if found:
         return str(found[0])
@@ -718,44 +694,73 @@ def _exact_customer(r: Reader, q: str) -> str | None:
 def search_customers(
     r: Reader, q: str, page: int = 1, page_size: int = 50
 ) -> dict[str, Any]:
-    """Customers whose id, an identifier or a trait value contains `q` (any case);
-    an exact id, email or phone is looked up through identity (hashed) first."""
+    """Customers found by `q`: the one it names exactly (a customer id, an
+    identifier, an email or phone, hashed as identity does) first, then those with
+    a search term that starts with `q` in any case: an identifier in clear
+    (`anon:…`, `user:…`), its value alone, a trait value or a word of one.
+
+    At most `lookups.SEARCH_CAP` customers are listed, best-matching term first;
+    `capped` says when more match (the user should type more). An empty `q` lists
+    every customer by id. The terms come from the server's look-up table
+    (`lookups`) or, while that is being built, from the same query over `customers`
+    and `profiles`: same hits, found by a scan."""
     q = q.strip()
-    hit = _exact_customer(r, q) if q else None
+    if not q:
+        return _all_customers(r, page, page_size)
+    hit = _exact_customer(r, q)
     exact = [hit] if hit else []
-    like = f"%{q.lower()}%"
-    # The exact hit leads page 1; the database counts and pages the rest, so a
-    # short query that matches most customers never lists them all in Python.
+    low = q.lower()
+    look = r.look()
+    # The exact hit leads page 1; the database ranks and pages the rest.
     skip = exact[0] if exact else ""
     offset = (page - 1) * page_size - (1 if exact and page > 1 else 0)
     limit = page_size - (1 if exact and page == 1 else 0)
-    found = r.sql(
-        """WITH hits AS (
-            SELECT customer_id FROM customers WHERE lower(identifier) LIKE ?
-            UNION SELECT customer_id FROM profiles
-              WHERE lower(customer_id) LIKE ? OR lower(traits) LIKE ?)
-        SELECT customer_id, count(*) OVER () AS total FROM hits
-        WHERE customer_id <> ? ORDER BY customer_id LIMIT ? OFFSET ?""",
-        [like, like, like, skip, limit, offset],
-    )
-    if found.empty and page > 1:
-        # Past the last page: the count alone, for the page fields.
-        n = r.sql(
-            """SELECT count(*) AS total FROM (
-                SELECT customer_id FROM customers WHERE lower(identifier) LIKE ?
-                UNION SELECT customer_id FROM profiles
-                  WHERE lower(customer_id) LIKE ? OR lower(traits) LIKE ?)
-            WHERE customer_id <> ?""",
-            [like, like, like, skip],
-        ).total.iloc[0]
+    bounds = [low, low + lookups.TOP, skip]
+    found = r.sql(lookups.search_sql(look), [*bounds, limit, max(offset, 0)])
+    if found.empty:
+        # Past the last page, or nothing: the count alone, for the page fields.
+        counted = r.sql(lookups.search_count_sql(look), bounds)
+        n, capped = int(counted.total.iloc[0]), bool(counted.capped.iloc[0])
     else:
-        n = found.total.iloc[0] if len(found) else 0
-    total = int(n) + len(exact)
+        n, capped = int(found.total.iloc[0]), bool(found.capped.iloc[0])
+    total = n + len(exact)
     chosen = (exact if page == 1 else []) + [str(c) for c in found.customer_id]
+    return {
+        "q": q,
+        **page_of(total, page, page_size),
+        "capped": capped,
+        "rows": _customer_rows(r, chosen),
+    }
+
+
+def _all_customers(r: Reader, page: int, page_size: int) -> dict[str, Any]:
+    """Every customer with a profile, by id (the search with an empty query)."""
+    total = int(r.sql("SELECT count(*) AS n FROM profiles").n.iloc[0])
+    ids = r.sql(
+        "SELECT customer_id FROM profiles ORDER BY customer_id LIMIT ? OFFSET ?",
+        [page_size, (page - 1) * page_size],
+    )
+    chosen = [str(c) for c in ids.customer_id]
+    return {
+        "q": "",
+        **page_of(total, page, page_size),
+        "capped": False,
+        "rows": _customer_rows(r, chosen),
+    }
+
+
+def _customer_rows(r: Reader, chosen: list[str]) -> list[dict[str, Any]]:
+    """The profile summary of each customer in `chosen`, in that order."""
+    where = "customer_id IN (SELECT unnest(?::VARCHAR[]))"
+    args: list[Any] = [chosen]
+    look = r.look()
+    if look is not None and chosen:
+        where += " AND rowid IN (SELECT unnest(?::BIGINT[]))"
+        args.append(lookups.rowids(r.wh.con.con, look, chosen, "profiles"))
     prof = r.sql(
         "SELECT customer_id, first_seen, last_seen, orders, revenue, stages, traits "
-        "FROM profiles WHERE customer_id IN (SELECT unnest(?))",
-        [chosen],
+        f"FROM profiles WHERE {where}",
+        args,
     )
     by = {str(row["customer_id"]): row for row in records(prof)}
     rows = []
@@ -765,7 +770,7 @@ def search_customers(
             if isinstance(row.get(k), str):
                 row[k] = json.loads(row[k] or "{}")
         rows.append(row)
-    return {"q": q, **page_of(total, page, page_size), "rows": rows}
+    return rows
 
 
 def customer(
@@ -774,25 +779,19 @@ def customer(
     """The single customer view: profile, identifiers, stage history, events."""
     from clm.identity.view import customer_view
 
-    found = r.sql(
-        "SELECT 1 FROM customers WHERE customer_id = ? UNION ALL "
-        "SELECT 1 FROM profiles WHERE customer_id = ? LIMIT 1",
-        [customer_id, customer_id],
-    )
-    if found.empty:
+    look = r.look()
+    resolved = _customer_table(r, look, "customers", customer_id, "1")
+    if resolved.empty and _customer_table(r, look, "profiles", customer_id, "1").empty:
         raise NotFoundError(
             f"customer_id={customer_id!r}: no such customer; search with "
             "/api/v1/customers?q=… by any identifier or trait"
         )
-    resolved = r.sql(
-        "SELECT 1 FROM customers WHERE customer_id = ? LIMIT 1", [customer_id]
-    )
     if resolved.empty:
         # A stand-in id of events not resolved yet: only the identity module's
         # view knows how to find them.
         v = customer_view(r.wh, customer_id, page=page, page_size=page_size)
     else:
-        v = _resolved_view(r, customer_id, page, page_size)
+        v = _resolved_view(r, look, customer_id, page, page_size)
     tl = v["timeline"]
     return {
         "customer_id": customer_id,
@@ -808,74 +807,76 @@ def customer(
     }
 
 
-# The timeline's columns, as `identity.view.customer_view` shows them.
-TIMELINE = (
-    "timestamp",
-    "type",
-    "event",
-    "event_id",
-    "user_id",
-    "anonymous_id",
-    "revenue",
-    "channel",
-    "url",
-)
+def _customer_table(
+    r: Reader,
+    look: dict[str, Any] | None,
+    table: str,
+    cid: str,
+    cols: str = "*",
+    order: str = "",
+) -> pd.DataFrame:
+    """The rows of `table` about customer `cid`: by rowid through the server's
+    look-up when there is one, else by comparing every customer id."""
+    sql = lookups.customer_rows_sql(table, look)
+    args: list[Any] = [cid]
+    if look is not None:
+        args = [lookups.rowids(r.wh.con.con, look, [cid], table), cid]
+    return r.sql(
+        f"SELECT {cols} FROM ({sql})" + (f" ORDER BY {order}" if order else ""), args
+    )
 
 
-def _resolved_view(r: Reader, cid: str, page: int, page_size: int) -> dict[str, Any]:
+def _resolved_view(
+    r: Reader, look: dict[str, Any] | None, cid: str, page: int, page_size: int
+) -> dict[str, Any]:
     """`identity.view.customer_view` for a resolved customer, with a timeline that
     reads only the customer's events.
 
     customer_view attributes every event of the warehouse to its customer and then
-    keeps this one's: on 10M events that is seconds per page. Here the events are
-    first narrowed to those carrying one of the customer's raw user or anonymous
-    ids, then attributed with the same rule (`identifiers.event_key_sql`: the user
-    id, else the anonymous id; bot events left out, as in `customer_events`) and kept
-    when the key is one of the customer's identifiers. Same rows, same order."""
-    from clm.identity.identifiers import ANON, USER, event_key_sql
-
-    prof = r.sql("SELECT * FROM profiles WHERE customer_id = ?", [cid])
+    keeps this one's: on 10M events that is seconds per page. Here the rows are
+    read by rowid through the server's look-up tables when they are built for this
+    data, else by a scan narrowed to the customer's raw ids; either way events are
+    attributed with the same rule as `customer_events` and kept when the key is
+    one of the customer's identifiers (`lookups.timeline_sql`). Same rows, same
+    order."""
+    prof = _customer_table(r, look, "profiles", cid)
     profile: dict[str, Any] = {}
     if len(prof):
         profile = prof.iloc[0].to_dict()
         for k in ("traits", "trait_times", "stages"):
             profile[k] = json.loads(profile[k] or "{}")
-    idents = r.sql(
-        "SELECT identifier, kind, first_seen, last_seen, status FROM customers "
-        "WHERE customer_id = ? ORDER BY kind, identifier",
-        [cid],
+    idents = _customer_table(
+        r,
+        look,
+        "customers",
+        cid,
+        "identifier, kind, first_seen, last_seen, status",
+        "kind, identifier",
     )
     merges = r.sql(
         "SELECT * FROM merge_log WHERE into_id = ? OR merged_id = ? ORDER BY logged_at",
         [cid, cid],
     )
-    stages = r.sql(
-        "SELECT model, model_version, stage, valid_from, valid_to FROM stage_history "
-        "WHERE customer_id = ? ORDER BY model, model_version, valid_from",
-        [cid],
+    stages = _customer_table(
+        r,
+        look,
+        "stage_history",
+        cid,
+        "model, model_version, stage, valid_from, valid_to",
+        "model, model_version, valid_from",
     )
     keys = [str(i) for i in idents.identifier]
-    users = [k[len(USER) :] for k in keys if k.startswith(USER)]
-    anons = [k[len(ANON) :] for k in keys if k.startswith(ANON)]
-    # contains() first: a raw id may carry spaces that the key trims, and a plain
-    # substring test over 10M values is ~7x cheaper than trimming each of them.
-    near = ["contains(user_id, ?)" for _ in users]
-    near += ["contains(anonymous_id, ?)" for _ in anons]
-    mine = f"""SELECT * FROM events
-        WHERE ({" OR ".join(near) or "false"})
-          AND NOT coalesce(contains(context, '"bot":true'), false)
-          AND {event_key_sql()} IN (SELECT unnest(?::VARCHAR[]))"""
-    args: list[Any] = [*users, *anons, keys]
-    # One scan for the page and the count (a window over the customer's events).
+    sql, args = lookups.timeline_sql(r.wh.con.con, keys, look)
+    # One read for the page and the count (a window over the customer's events).
     rows = r.sql(
-        f"SELECT {', '.join(TIMELINE)}, count(*) OVER () AS _total FROM ({mine}) "
-        "ORDER BY timestamp DESC, event_id DESC LIMIT ? OFFSET ?",
+        f"SELECT {', '.join(lookups.TIMELINE)}, count(*) OVER () AS _total "
+        f"FROM ({sql}) ORDER BY timestamp DESC, event_id DESC LIMIT ? OFFSET ?",
         [*args, page_size, max(page - 1, 0) * page_size],
     )
     if len(rows):
         total = int(rows._total.iloc[0])
     else:
-        total = int(r.sql(f"SELECT count(*) AS n FROM ({mine})", args).n.iloc[0])
+        total = int(r.sql(f"SELECT count(*) AS n FROM ({sql})", args).n.iloc[0])
     rows = rows.drop(columns="_total")
     return {
         "profile": profile,

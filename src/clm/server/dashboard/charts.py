@@ -48,6 +48,7 @@ def sankey(
 
     def paint(stage: str) -> str:
         return colour(rank[stage]) if stage in rank else OUTSIDE
+
     total = sum(left_tot.values())
     gap, top, node_w, x0, x1 = 6.0, 10.0, 14.0, 170.0, width - 184.0
     room = height - 2 * top - gap * max(len(lefts), len(rights))

@@ -27,7 +27,7 @@ from clm.report import charts as rcharts
 from clm.report import i18n
 from clm.report.html import caveat_text
 from clm.server import views
-from clm.server.dashboard import charts
+from clm.server.dashboard import charts, words
 from clm.server.views import Reader
 
 LANG_COOKIE = "clm_lang"
@@ -64,7 +64,7 @@ class Page:
         self.labels: dict[str, dict[str, str]] = {}
 
     def t(self, key: str, **params: Any) -> str:
-        return i18n.translate(key, self.lang, **params)
+        return words.translate(key, self.lang, **params)
 
     def num(self, x: Any, decimals: int | None = None) -> str:
         return i18n.format_number(x, self.lang, decimals)

@@ -46,22 +46,40 @@
     timer = setTimeout(async function () { show(await post("validate")); }, 300);
   });
 
+  const lang = document.documentElement.lang;
+  function day(iso) {
+    if (!iso) return "";
+    const when = new Date(iso + "T00:00:00Z");
+    return new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeZone: "UTC" }).format(when);
+  }
+
   document.getElementById("preview-button").addEventListener("click", async function () {
+    const note = document.getElementById("preview-note");
+    note.textContent = words.previewing;
     const result = await post("preview");
     const body = document.querySelector("#preview tbody");
     body.textContent = "";
+    note.textContent = "";
     if (!show(result)) return;
     for (const row of result.populations) {
       const tr = document.createElement("tr");
       const a = document.createElement("td");
       const b = document.createElement("td");
+      const c = document.createElement("td");
       a.textContent = row.stage;
-      b.textContent = row.customers.toLocaleString(document.documentElement.lang);
+      b.textContent = row.customers.toLocaleString(lang);
       b.className = "num";
-      tr.append(a, b);
+      // A margin only for an estimate; stored and exact figures have none.
+      c.textContent = result.estimate ? "± " + row.margin.toLocaleString(lang) : "";
+      c.className = "num";
+      tr.append(a, b, c);
       body.append(tr);
     }
-    document.getElementById("preview-note").textContent =
-      words.sample.replace("{every}", result.sample_every).replace("{as_of}", result.as_of || "");
+    // The method decides the note: stored (exact), sample (estimate) or exact.
+    const text = words[result.method] || words.sample;
+    note.textContent = text
+      .replace("{as_of}", day(result.as_of))
+      .replace("{sample}", (result.sample_customers || 0).toLocaleString(lang))
+      .replace("{total}", (result.customers || 0).toLocaleString(lang));
   });
 })();

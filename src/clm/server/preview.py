@@ -1,0 +1,202 @@
+"""The model preview: stage populations under a draft before it is saved.
+
+Replaying a model is the stage step of `clm run`; on 10M events that takes minutes,
+so by default a draft is replayed on a deterministic sample of customers and the
+counts are scaled up, labelled as an estimate with the sample's size and a 95%
+margin per stage. Three ways, chosen in this order:
+
+- **stored**: the draft is the text of a saved model that `clm run` has run: the
+  stored populations are the exact answer, read like the Stages page (ms).
+- **sample** (default): every customer whose `hash(customer_id)` falls into the
+  first 1/k of the hash space, k the smallest that keeps at most
+  PREVIEW_CUSTOMERS; their events are found through the server's look-up tables
+  (`lookups.event_keys`, by rowid) when built, else by a scan, and replayed in an
+  in-memory DuckDB with only the columns the draft reads. Counts are scaled by
+  (customers in the workspace / customers in the sample). About 2-3 s on 10.7M
+  events (see docs/benchmarks-dashboard.md). DuckDB's `hash` is stable for a
+  given DuckDB version, so the same draft on the same data gives the same answer.
+- **exact** (`?exact=1`): every customer; as slow as the stage step of `clm run`
+  (minutes on 10M events) and held in memory meanwhile.
+
+Populations are those as of the draft's last day (the end of the data), the same
+day the Overview shows. Answers are kept per draft text and data stamp in the
+reader's cache, so asking again is immediate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import pyarrow as pa
+
+from clm.lifecycle.model import load_model_text
+from clm.lifecycle.spec import StageModel
+from clm.warehouse.engine import Warehouse
+
+# The sample replays at most this many customers (20,000: about 2 s of replay on
+# two cores; the 95% margin of a stage holding 10% of customers is then ±0.4 points).
+PREVIEW_CUSTOMERS = 20_000
+# Read by every replay whatever the draft says: identity, bot flag and time.
+BASE_COLUMNS = ("event_id", "type", "event", "user_id", "anonymous_id", "timestamp")
+Z95 = 1.96
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Equal but for trailing blanks (an editor's round trip adds or drops them)."""
+    return [x.rstrip() for x in a.strip().splitlines()] == [
+        x.rstrip() for x in b.strip().splitlines()
+    ]
+
+
+def _stored(r: Any, draft: StageModel) -> dict[str, Any] | None:
+    """The stored populations when `draft` is a saved model that has been run."""
+    from clm.server import views
+
+    for m in r.models():
+        if m.name == draft.name and m.version == draft.version:
+            if not _same_text(m.text, draft.text):
+                return None
+            if views.show_model(r, m.name)["last_run"] is None:
+                return None
+            pops = views.populations(r, m.name, None)
+            return {
+                "method": "stored",
+                "estimate": False,
+                "as_of": pops["as_of"],
+                "customers": pops["total"],
+                "sample_customers": pops["total"],
+                "sample_every": 1,
+                "scale": 1.0,
+                "populations": [{**row, "margin": 0} for row in pops["stages"]],
+            }
+    return None
+
+
+def _columns(r: Any, draft: StageModel) -> list[str]:
+    """The event columns a replay of `draft` reads (the others stay NULL)."""
+    from clm.lifecycle.history import plan
+
+    have = [str(c) for c in r.sql("SELECT * FROM events LIMIT 0").columns]
+    wanted = set(BASE_COLUMNS) | {"context"} | plan(draft).columns
+    return [c for c in have if c in wanted]
+
+
+def _sample(r: Any, k: int, cols: list[str]) -> tuple[pa.Table, pa.Table]:
+    """The customers rows and the events (only `cols`) of the sample 1/k."""
+    con = r.wh.con.con
+    cond = f"hash(customer_id) % {k} = 0"
+    customers = con.execute(f"SELECT * FROM customers WHERE {cond}").to_arrow_table()
+    select = ", ".join(cols)
+    look = r.look()
+    if k == 1:
+        sql, args = f"SELECT {select} FROM events", []
+    elif look is not None:
+        # The sample's rowids through the look-up; events appended since it was
+        # built are the tail, scanned. Both are checked by the attribution rule
+        # (in the replay: only events whose key is a sampled identifier count).
+        got = con.execute(
+            f"SELECT unnest(rids) FROM {look['event_keys']} WHERE h IN "
+            f"(SELECT hash(identifier) FROM customers WHERE {cond})"
+        ).fetchall()
+        rids = sorted(int(x[0]) for x in got)
+        sql = (
+            f"SELECT {select} FROM events WHERE rowid IN "
+            f"(SELECT unnest(?::BIGINT[])) UNION ALL "
+            f"SELECT {select} FROM events WHERE rowid >= ?"
+        )
+        args = [rids, int(look["last_rowid"])]
+    else:
+        sql = f"""SELECT {select} FROM events e WHERE
+            ('user:' || trim(e.user_id)) IN (SELECT identifier FROM customers
+                                             WHERE {cond})
+            OR ('anon:' || trim(e.anonymous_id)) IN (SELECT identifier FROM customers
+                                                     WHERE {cond})"""
+        args = []
+    events = con.execute(sql, args).to_arrow_table()
+    return customers, events
+
+
+def _replay(
+    r: Any, draft: StageModel, customers: pa.Table, events: pa.Table
+) -> tuple[Any, Any]:
+    """(last day, populations) of `draft` over the given rows, in memory."""
+    from clm.identity.identifiers import event_key_sql
+    from clm.lifecycle import queries
+    from clm.lifecycle.history import run_model
+
+    mem = Warehouse.duckdb(None, threads=1)
+    try:
+        con = mem.con.con
+        con.register("customers_src", customers)
+        con.execute("INSERT INTO customers SELECT * FROM customers_src")
+        con.register("events_src", events)
+        names = ", ".join(events.column_names)
+        # Only events whose key is a sampled identifier: anything else (the
+        # collector's tail, a hash collision) would count as a customer of its own.
+        con.execute(
+            f"INSERT INTO events ({names}) SELECT {names} FROM events_src "
+            f"WHERE {event_key_sql()} IN (SELECT identifier FROM customers)"
+        )
+        run_model(mem, draft, timezone=r.tz)
+        day = queries.last_day(mem, draft, r.tz)
+        return day, queries.populations(mem, draft, day, r.tz)
+    finally:
+        mem.close()
+
+
+def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
+    """Stage populations under the draft `text` (see the module docstring)."""
+    from clm.server import views
+
+    checked = views.validate_model(text)
+    if not checked["valid"]:
+        return {**checked, "populations": []}
+    draft = load_model_text(text, "draft.yaml")
+    if not exact:
+        stored = _stored(r, draft)
+        if stored is not None:
+            return {**checked, **stored}
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    body = r.cached(
+        ("preview", digest, exact), lambda: _estimate(r, draft, exact=exact)
+    )
+    return {**checked, **body}
+
+
+def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
+    from clm.server import views
+
+    total = int(
+        r.sql("SELECT count(DISTINCT customer_id) AS n FROM customers").n.iloc[0]
+    )
+    k = 1 if exact else max(1, math.ceil(total / PREVIEW_CUSTOMERS))
+    customers, events = _sample(r, k, _columns(r, draft))
+    n = len(set(customers.column("customer_id").to_pylist()))
+    base = {
+        "method": "exact" if k == 1 else "sample",
+        "estimate": k > 1,
+        "customers": total,
+        "sample_customers": n,
+        "sample_every": k,
+    }
+    if events.num_rows == 0 or n == 0:
+        return {**base, "scale": 1.0, "populations": []}
+    day, pops = _replay(r, draft, customers, events)
+    scale = total / n
+    # 95% margin of a share estimated from a sample of n of N customers (normal
+    # approximation with the finite population correction), in customers.
+    fpc = max(0.0, 1 - n / total)
+    rows = []
+    for rec in views.records(pops):
+        p = rec["customers"] / n
+        margin = Z95 * total * math.sqrt(p * (1 - p) / n * fpc)
+        rows.append(
+            {
+                **rec,
+                "customers": round(rec["customers"] * scale),
+                "margin": round(margin),
+            }
+        )
+    return {**base, "as_of": day.isoformat(), "scale": scale, "populations": rows}
