@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -64,6 +66,21 @@ end
 """
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name of process `pid`, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=10)
@@ -91,6 +108,9 @@ def main() -> None:
             .replace("%%", "%")
         )
         srv = Server(ws).start()
+        assert srv.proc is not None
+        load_before = os.getloadavg()
+        cpu0 = cpu_seconds(srv.proc.pid)
         t0 = time.monotonic()
         out = subprocess.run(
             [
@@ -110,6 +130,9 @@ def main() -> None:
             check=True,
         ).stdout
         wall = time.monotonic() - t0
+        wrk_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu1 = cpu_seconds(srv.proc.pid)
+        load_after = os.getloadavg()
         t1 = time.monotonic()
         srv.stop()
         drain = time.monotonic() - t1
@@ -140,6 +163,31 @@ def main() -> None:
         "p50_ms": pct("50"),
         "p99_ms": pct("99"),
         "drain_seconds_after_stop": round(drain, 2),
+        # What reached the warehouse, over the run and the drain after it: the
+        # rate the whole path sustains, loader included.
+        "events_in_warehouse_per_s": round(stored / (wall + drain)),
+        "load_average_before_after": [
+            round(load_before[0], 2),
+            round(load_after[0], 2),
+        ],
+        # Server CPU during the run, per thread, in µs per acknowledged event:
+        # clm = the event loop (HTTP, validation, mapping); clm-spool = append +
+        # fsync; clm-loader = the loader (DuckDB runs in the calling thread at
+        # threads = 1).
+        "server_cpu_us_per_event": {
+            name: round(
+                (cpu1[name] - cpu0.get(name, 0.0)) * 1e6 / max(reqs * args.batch, 1), 2
+            )
+            for name in sorted(cpu1)
+            if cpu1[name] - cpu0.get(name, 0.0) > 0.01
+        }
+        | {
+            # The load generator shares the two cores: its CPU counts too.
+            "(wrk)": round(
+                (wrk_cpu.ru_utime + wrk_cpu.ru_stime) * 1e6 / max(reqs * args.batch, 1),
+                2,
+            )
+        },
     }
     print(json.dumps(result, indent=2))
     print(out, file=sys.stderr)

@@ -3,6 +3,7 @@ the same segment twice (a crash between commit and delete) adding nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 from datetime import datetime
@@ -147,3 +148,81 @@ def test_dedup_window_is_a_day_before_the_batch(tmp_path: Path) -> None:
     ).fetchall()
     assert rows == [("old", 2), ("recent", 1)]
     wh.close()
+
+
+def test_loader_enriches_per_batch(tmp_path: Path) -> None:
+    """context.clm, channel, utm_* and session come from the loader; a client's own
+    context.clm is kept (less `bot` when bot filtering is off); records of the older
+    format (properties and context as JSON text, enriched already) load as they
+    were."""
+    chrome = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
+    )
+    base = {
+        "k": "e",
+        "type": "page",
+        "anonymous_id": "a",
+        "received_at": datetime(2026, 1, 1),
+        "source": "segment:t",
+        "protocol": "segment",
+        "properties": {"n": 1},
+    }
+    records = [
+        {
+            **base,
+            "event_id": "plain",
+            "timestamp": datetime(2026, 1, 1, 10, 0),
+            "context": {"ip": "192.0.2.0"},
+            "user_agent": chrome,
+            "url": "https://s.example/?utm_source=nl&utm_medium=email",
+        },
+        {
+            **base,
+            "event_id": "own-clm",
+            "timestamp": datetime(2026, 1, 1, 10, 5),
+            "context": {},
+            "clm_in": {"consent": "yes", "bot": True},
+            "user_agent": "curl/8.5.0",
+            "url": "https://s.example/?utm_source=nl&utm_medium=email",
+        },
+        {
+            **base,
+            "event_id": "legacy",
+            "timestamp": datetime(2026, 1, 1, 10, 6),
+            "properties": '{"n": 2}',
+            "context": '{"clm": {"protocol": "matomo", "bot": false}}',
+            "channel": "direct",
+            "session_id": "s-old",
+        },
+    ]
+    for bot_filter in (True, False):
+        wh = Warehouse.duckdb(tmp_path / f"w{bot_filter}.duckdb")
+        seg = tmp_path / "seg-000000000001.jsonl"
+        seg.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        load_segments(wh, [seg], bot_filter=bot_filter)
+        got = {
+            r[0]: r[1:]
+            for r in wh.con.con.execute(
+                "SELECT event_id, context, properties, channel, utm_source, "
+                "utm_medium, session_id FROM events"
+            ).fetchall()
+        }
+        plain = orjson.loads(got["plain"][0])
+        want = {"protocol": "segment", "browser": "Chrome", "os": "Windows"}
+        want |= {"device": "Other", "bot": False} if bot_filter else {"device": "Other"}
+        assert plain == {"ip": "192.0.2.0", "clm": want}
+        assert got["plain"][1:5] == ('{"n":1}', "email", "nl", "email")
+        own = orjson.loads(got["own-clm"][0])["clm"]
+        # curl is a bot; the client's "bot": true goes when bot filtering is off.
+        assert own["consent"] == "yes" and own["protocol"] == "segment"
+        assert own.get("bot", "absent") == (True if bot_filter else "absent")
+        # Five minutes later, same visitor and campaign: the same session, whose
+        # id is the md5 of visitor and start worked out by hand.
+        sid = hashlib.md5(b"a|2026-01-01T10:00:00").hexdigest()
+        assert got["plain"][5] == got["own-clm"][5] == sid
+        legacy = orjson.loads(got["legacy"][0])["clm"]
+        assert legacy["protocol"] == "matomo"
+        assert got["legacy"][1] == '{"n": 2}' and got["legacy"][2] == "direct"
+        assert got["legacy"][5] == "s-old"
+        wh.close()

@@ -144,11 +144,10 @@ class Intake:
             ip = row["ip"] = anonymize_ip(row["ip"])
             if "ip" in context:
                 context["ip"] = ip
-        clm = context.get("clm")
-        if type(clm) is dict:
-            clm["protocol"] = protocol
-        else:
-            context["clm"] = {"protocol": protocol}
+        # context.clm is built by the loader; a client's own (a dict) is merged.
+        clm = context.pop("clm", None) if "clm" in context else None
+        row["clm_in"] = clm if type(clm) is dict else None
+        row["protocol"] = protocol
         row["k"] = "e"
         self.accepted += 1
         return orjson.dumps(row, default=_default) + b"\n"

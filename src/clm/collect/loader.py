@@ -28,7 +28,7 @@ from typing import Any
 
 from clm.collect.enrich import UTM, campaign_and_channel, parse_user_agent
 from clm.collect.sessions import assign_sessions
-from clm.collect.spool import sealed_segments
+from clm.collect.spool import name_os_thread, sealed_segments
 from clm.errors import EngineError
 from clm.warehouse.engine import Warehouse
 from clm.warehouse.schema import EVENTS, REJECTED
@@ -48,6 +48,9 @@ def _columns() -> str:
         cols[name] = _DUCK[str(dtype).split("(")[0]]
     # Objects in today's records, JSON text in those of older versions.
     cols.update(properties="JSON", context="JSON")
+    # The request path keeps `context.clm` apart (a client's own, rarely sent) and
+    # the protocol; the loader builds `context.clm` from them (see _context_sql).
+    cols.update(clm_in="JSON", protocol="VARCHAR")
     cols.update(
         row_number="BIGINT",
         field="VARCHAR",
@@ -90,17 +93,17 @@ def _new_events(con: Any, since: str) -> None:
     in a warehouse of any size. A day covers SDK retries (minutes) and crash replays
     (their received_at is the original one).
     """
+    # Within the batch the first record of an id wins (file order is spool order):
+    # a semi-join on the smallest rowid per id is cheaper than a window over ids.
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _clm_new AS
-        SELECT row_number() OVER () AS rid, * EXCLUDE (rn) FROM (
-          SELECT *, row_number() OVER (PARTITION BY event_id ORDER BY received_at)
-            AS rn
-          FROM _clm_spool s
-          WHERE k = 'e' AND event_id NOT IN (
-            SELECT event_id FROM events
-            WHERE received_at >= TIMESTAMP {_q(since)}
-              AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e')))
-        WHERE rn = 1"""
+        SELECT row_number() OVER () AS rid, s.* FROM _clm_spool s
+        SEMI JOIN (SELECT min(rowid) AS r FROM _clm_spool WHERE k = 'e'
+                   GROUP BY event_id) f ON s.rowid = f.r
+        WHERE s.event_id NOT IN (
+          SELECT event_id FROM events
+          WHERE received_at >= TIMESTAMP {_q(since)}
+            AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e'))"""
     )
 
 
@@ -155,6 +158,50 @@ def _enrichment_tables(con: Any) -> None:
     )
 
 
+def _context_sql(bot_filter: bool) -> str:
+    """The stored context: the spooled one with `clm` (protocol, browser, os,
+    device, bot) added, over the columns of `_clm_rows` (alias u).
+
+    The common case appends `"clm": {...}` to the context's JSON text, which costs a
+    string copy; a JSON merge patch (parse and rewrite the whole context) is used
+    only where the client sent a `context.clm` of its own (kept in `clm_in`) and for
+    records of older versions. In a merge patch a null value removes the key: that
+    is how `bot_filter = 0` leaves `bot` out.
+    """
+    protocol = "u.protocol"
+    ua = f"'protocol', {protocol}, 'browser', u.browser, 'os', u.os, 'device', u.device"
+    if bot_filter:
+        fresh = patch = (
+            "CASE WHEN coalesce(u.user_agent, '') = '' "
+            f"THEN json_object('protocol', {protocol}, 'bot', false) "
+            f"ELSE json_object({ua}, 'bot', u.bot) END"
+        )
+    else:
+        fresh = (
+            "CASE WHEN coalesce(u.user_agent, '') = '' "
+            f"THEN json_object('protocol', {protocol}) ELSE json_object({ua}) END"
+        )
+        patch = (
+            "CASE WHEN coalesce(u.user_agent, '') = '' "
+            f"THEN json_object('protocol', {protocol}, 'bot', NULL) "
+            f"ELSE json_object({ua}, 'bot', NULL) END"
+        )
+
+    def append(clm: str) -> str:
+        return (
+            "CASE WHEN u.context = '{}' "
+            f"""THEN '{{"clm":' || ({clm})::VARCHAR || '}}' """
+            f"""ELSE left(u.context, -1) || ',"clm":' || ({clm})::VARCHAR || '}}' END"""
+        )
+
+    merged = append(f"json_merge_patch(u.clm_in, {patch})")
+    return (
+        "CASE WHEN u.legacy THEN json_merge_patch(u.context, "
+        f"json_object('clm', {patch}))::VARCHAR "
+        f"WHEN u.clm_in IS NOT NULL THEN {merged} ELSE {append(fresh)} END"
+    )
+
+
 def load_segments(
     wh: Warehouse,
     files: list[Path],
@@ -184,15 +231,22 @@ def load_segments(
             _enrichment_tables(con)
             # Records of an older clm carry properties/context as JSON text (a
             # JSON string) and were enriched already; today's carry objects.
+            # A view, not a table: the session pass reads only its small columns,
+            # and the big JSON texts are copied once, by the INSERT.
             con.execute(
-                f"""CREATE OR REPLACE TEMP TABLE _clm_rows AS
-                SELECT n.* EXCLUDE (properties, context, {", ".join(UTM)}, channel),
+                f"""CREATE OR REPLACE TEMP VIEW _clm_rows AS
+                SELECT n.* EXCLUDE (properties, context, protocol, {", ".join(UTM)},
+                                    channel),
                   CASE WHEN json_type(n.properties) = 'VARCHAR'
                        THEN n.properties ->> '$' ELSE n.properties::VARCHAR END
                     AS properties,
                   CASE WHEN json_type(n.context) = 'VARCHAR'
-                       THEN (n.context ->> '$')::JSON
-                       ELSE coalesce(n.context, '{{}}'::JSON) END AS context,
+                       THEN n.context ->> '$'
+                       ELSE coalesce(n.context::VARCHAR, '{{}}') END AS context,
+                  coalesce(json_type(n.context) = 'VARCHAR', false) AS legacy,
+                  CASE WHEN json_type(n.context) = 'VARCHAR'
+                       THEN json_extract_string(n.context ->> '$', '$.clm.protocol')
+                       ELSE n.protocol END AS protocol,
                   {", ".join(f"c.{u}" for u in UTM)},
                   coalesce(n.channel, c.channel) AS channel,
                   u.browser, u.os, u.device, u.bot
@@ -203,20 +257,9 @@ def load_segments(
                 LEFT JOIN _clm_ua u ON n.user_agent = u.user_agent"""
             )
             assign_sessions(con, "_clm_rows", "_clm_sess", session_timeout_minutes)
-            bot = "u.bot" if bot_filter else "NULL::BOOLEAN"
-            # context.clm: merged in (a JSON merge patch: a NULL value removes the
-            # key, which is how bot_filter = 0 leaves `bot` out).
-            clm = (
-                "CASE WHEN coalesce(u.user_agent, '') = '' "
-                f"THEN json_object('bot', {'false' if bot_filter else 'NULL'}) "
-                "ELSE json_object('browser', u.browser, 'os', u.os, "
-                f"'device', u.device, 'bot', {bot}) END"
-            )
             exprs = {c: f'u."{c}"' for c in EVENTS.names if c != "import_id"}
             exprs["session_id"] = "coalesce(u.session_id, s.session_id)"
-            exprs["context"] = (
-                f"json_merge_patch(u.context, json_object('clm', {clm}))::VARCHAR"
-            )
+            exprs["context"] = _context_sql(bot_filter)
             cols = ", ".join(f'"{c}"' for c in exprs)
             row = con.execute(
                 f"""INSERT INTO events ({cols}, import_id)
@@ -225,7 +268,8 @@ def load_segments(
             ).fetchone()
             assert row is not None
             written = int(row[0])
-            for t in ("_clm_new", "_clm_ua", "_clm_ch", "_clm_rows", "_clm_sess"):
+            con.execute("DROP VIEW _clm_rows")
+            for t in ("_clm_new", "_clm_ua", "_clm_ch", "_clm_sess"):
                 con.execute(f"DROP TABLE {t}")
         if n_rejects:
             con.execute(
@@ -314,6 +358,7 @@ class Loader:
             self._thread.join()
 
     def _run(self) -> None:
+        name_os_thread("clm-loader")
         while not self._stop.is_set():
             self.wake.wait(self.interval)
             self.wake.clear()
