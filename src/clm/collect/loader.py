@@ -2,7 +2,11 @@
 
 The loader takes every sealed segment (oldest first, at most `batch_files` at a time),
 and in one DuckDB transaction inserts its event records into `events` and its reject
-records into `rejected`; then it deletes the segment files.
+records into `rejected`; then it deletes the segment files. On the way it enriches
+the events (user agent, bot flag, utm_* from the URL, channel: Python rules of
+`enrich.py` run once per distinct value and joined back; sessions in SQL, see
+`sessions.py`), work that the request path leaves out because the client's answer
+does not depend on it.
 
 Exactly once across crashes: a crash after the commit but before the delete leaves
 the segments in place, and they are loaded again on restart. That second load adds
@@ -19,7 +23,9 @@ mark that cannot disagree with the data.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
@@ -64,6 +70,7 @@ def _columns() -> str:
 
 COLUMNS = _columns()
 DEDUP_WINDOW_HOURS = 24
+LOADER_NICE = 10
 
 
 def _spool_table(con: Any, files: list[Path]) -> tuple[int, int, str]:
@@ -359,6 +366,12 @@ class Loader:
 
     def _run(self) -> None:
         name_os_thread("clm-loader")
+        # Below the request thread and the fsync thread in the OS scheduler: under
+        # load the loader yields the core to them (acknowledgement latency) and
+        # catches up when requests pause. Linux applies a thread id's nice value
+        # to that thread only; elsewhere this may not apply, which is harmless.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
         while not self._stop.is_set():
             self.wake.wait(self.interval)
             self.wake.clear()
