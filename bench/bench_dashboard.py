@@ -141,12 +141,31 @@ def endpoints(client: httpx.Client) -> list[tuple[str, str, bytes | None]]:
     ]
     out: list[tuple[str, str, bytes | None]] = [("GET", p, None) for p in get]
     out.append(("POST", "/api/v1/models/validate", body))
+    # The saved model unchanged (what the Models page shows first: the stored
+    # populations), then an edited draft (a replay on the sample every time).
     out.append(("POST", "/api/v1/models/preview", body))
+    out.append(("POST", EDITED, yaml_text.encode()))
     return out
+
+
+# The path the load generator uses for the edited draft; sent as the real preview.
+EDITED = "/api/v1/models/preview#edited"
+
+
+def edited_draft(yaml_text: str, n: int) -> bytes:
+    """A draft that differs from the saved model (and from every other request, so
+    no answer comes from the server's cache): version bumped, a numbered comment."""
+    text = yaml_text.replace("version: ", "version: 1", 1) + f"\n# bench draft {n}\n"
+    return json.dumps({"yaml": text}).encode()
+
+
+DRAFTS = iter(range(1, 1_000_000))
 
 
 def timed(client: httpx.Client, method: str, path: str, body: bytes | None) -> float:
     headers = {"Content-Type": "application/json"} if body else None
+    if path == EDITED and body is not None:
+        path, body = path.split("#")[0], edited_draft(body.decode(), next(DRAFTS))
     t = time.perf_counter()
     r = client.request(method, path, content=body, headers=headers)
     ms = (time.perf_counter() - t) * 1000
@@ -172,7 +191,8 @@ def measure(
     try:
         for method, path, body in eps:
             cold = timed(local[0], method, path, body)
-            n = max(clients, requests // 5) if path.endswith("preview") else requests
+            slow = path.endswith("preview") or path == EDITED
+            n = max(clients, requests // 5) if slow else requests
 
             t = time.perf_counter()
             stop = t + seconds
@@ -218,6 +238,19 @@ def measure(
     return rows
 
 
+def wait_for_lookups(url: str, limit: float = 300) -> dict[str, Any]:
+    """Wait until the server's look-up tables for the customer pages are built (it
+    starts them on the first read request; until then those pages scan)."""
+    t = time.perf_counter()
+    httpx.get(url + "/api/v1/stages", timeout=120)  # creates the reader
+    while time.perf_counter() - t < limit:
+        status = httpx.get(url + "/api/v1/", timeout=10).json().get("lookups") or {}
+        if status.get("ready"):
+            return {**status, "waited_s": round(time.perf_counter() - t, 1)}
+        time.sleep(0.5)
+    raise SystemExit(f"look-up tables not ready after {limit:.0f} s: {status}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--customers", type=int, default=1_000_000)
@@ -247,6 +280,8 @@ def main() -> None:
                 time.sleep(0.1)
         else:
             raise SystemExit("clm serve did not start within 60 s")
+        info["lookups"] = wait_for_lookups(url)
+        print("look-up tables:", info["lookups"])
         print("uptime before:", os.popen("uptime").read().strip())
         rows = measure(url, args.requests, args.clients, args.seconds)
         print("uptime after: ", os.popen("uptime").read().strip())
@@ -255,6 +290,7 @@ def main() -> None:
         proc.wait(timeout=60)
     over = [r["path"] for r in rows if not r["ok"]]
     print(f"{len(rows) - len(over)}/{len(rows)} endpoints with p95 < {TARGET_MS} ms")
+    print("uptime:", os.popen("uptime").read().strip())
     if args.json:
         args.json.write_text(json.dumps({"info": info, "rows": rows}, indent=2))
 

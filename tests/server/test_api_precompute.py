@@ -229,14 +229,17 @@ def expected_search(ws: Workspace, q: str, exact: str | None) -> list[str]:
     con = ws.warehouse.con.con
     ids = con.execute("SELECT identifier, customer_id FROM customers").df()
     prof = con.execute("SELECT customer_id, traits FROM profiles").df()
+    # A prefix search (clm.server.lookups): of an identifier, of its value after
+    # the kind, or of a trait value. The queries below are prefixes of user ids,
+    # so ranking by the best matching term is ranking by customer id.
     low = q.lower()
-    hits = set(
-        ids.customer_id[ids.identifier.str.lower().str.contains(low, regex=False)]
-    )
-    by_prof = prof.customer_id.str.lower().str.contains(low, regex=False) | (
-        prof.traits.fillna("").str.lower().str.contains(low, regex=False)
-    )
-    hits |= set(prof.customer_id[by_prof])
+    ident = ids.identifier.str.lower()
+    value = ident.str.split(":", n=1).str[1]
+    hits = set(ids.customer_id[ident.str.startswith(low) | value.str.startswith(low)])
+    for cid, traits in zip(prof.customer_id, prof.traits, strict=True):
+        values = [str(v).lower() for v in json.loads(traits or "{}").values()]
+        if any(w.startswith(low) for v in values for w in [v, *v.split()]):
+            hits.add(cid)
     rest = sorted(hits - {exact})
     return ([exact] if exact else []) + rest
 

@@ -134,6 +134,26 @@ def test_bad_parameters_share_the_envelope(
     assert params[field] in err["message"]
 
 
+def test_preview_exact_flag(server: Served) -> None:
+    text = get(server, "/api/v1/models/ecommerce").json()["yaml"]
+    url = server.url + "/api/v1/models/preview"
+    r = httpx.post(url, params={"exact": "maybe"}, json={"yaml": text}, headers=AUTH)
+    err = is_envelope(r, 400, "exact")
+    assert "maybe" in err["message"]
+    # An edited draft (new version): exact replays every customer of the demo,
+    # which must give the populations of the stored run.
+    draft = text.replace("version: 1", "version: 7", 1)
+    r = httpx.post(
+        url, params={"exact": "1"}, json={"yaml": draft}, headers=AUTH, timeout=120
+    )
+    body = r.json()
+    assert body["method"] == "exact" and body["estimate"] is False
+    got = {p["stage"]: p["customers"] for p in body["populations"] if p["customers"]}
+    assert got == server.truth["populations"]
+    index = get(server, "/api/v1/").json()
+    assert set(index["lookups"]) >= {"ready", "building", "seconds"}
+
+
 def test_unknown_names_are_404_with_valid_values(server: Served) -> None:
     err = is_envelope(get(server, "/api/v1/stages", model="nope"), 404)
     assert "ecommerce" in err["message"]

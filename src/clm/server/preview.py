@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from datetime import date, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -118,6 +119,18 @@ def _sample(r: Any, k: int, cols: list[str]) -> tuple[pa.Table, pa.Table]:
     return customers, events
 
 
+def _last_day(r: Any) -> date | None:
+    """The local day of the workspace's last event: a sample's replay ends where a
+    run over all events would (its own last event may be days earlier)."""
+    from clm.lifecycle.calendar import local_date
+
+    row = r.wh.con.con.execute("SELECT max(timestamp) FROM events").fetchone()
+    if not row or row[0] is None:
+        return None
+    last: datetime = row[0]  # stored as UTC without a zone
+    return local_date(last, r.tz)
+
+
 def _replay(
     r: Any, draft: StageModel, customers: pa.Table, events: pa.Table
 ) -> tuple[Any, Any]:
@@ -139,7 +152,7 @@ def _replay(
             f"INSERT INTO events ({names}) SELECT {names} FROM events_src "
             f"WHERE {event_key_sql()} IN (SELECT identifier FROM customers)"
         )
-        run_model(mem, draft, timezone=r.tz)
+        run_model(mem, draft, timezone=r.tz, as_of=_last_day(r))
         day = queries.last_day(mem, draft, r.tz)
         return day, queries.populations(mem, draft, day, r.tz)
     finally:

@@ -72,6 +72,7 @@ class Reader:
         self._has_store: bool | None = None
         # In-memory look-up tables of the customer pages (server only).
         self.lookups = lookups.Lookups(wh.con.con) if stored else None
+        self._salt: str | None = None
 
     @classmethod
     def for_warehouse(cls, wh: Warehouse, near: Path) -> Reader:
@@ -157,6 +158,15 @@ class Reader:
             [cache_key(key), stamp],
         ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def salt(self) -> str:
+        """The salt identity hashes emails and phones with (fixed per workspace)."""
+        if self._salt is None:
+            from clm.identity.resolve import workspace_salt
+
+            configured = str(self.ws.config.get("identity.salt", ""))
+            self._salt = workspace_salt(self.wh, configured)
+        return self._salt
 
     def look(self) -> dict[str, Any] | None:
         """The look-up tables built for the current data, or None (being built, or
@@ -644,12 +654,11 @@ def _exact_customer(r: Reader, q: str) -> str | None:
     not resolved yet: on 10M events that scan takes seconds, and the search lists
     resolved customers only."""
     from clm.identity.identifiers import ANON, USER, sql_str
-    from clm.identity.resolve import workspace_salt
 
     con = r.wh.con.con
     keys = [q, USER + q, ANON + q]
     if "@" in q or sum(c.isdigit() for c in q) >= 5:
-        salt = sql_str(workspace_salt(r.wh, str(r.ws.config.get("identity.salt", ""))))
+        salt = sql_str(r.salt())
         row = con.execute(
             f"SELECT 'email:' || sha256({salt} || ':' || lower(trim(?))), "
             f"'phone:' || sha256({salt} || ':' || "
