@@ -305,3 +305,27 @@ def test_ip_kept_only_when_anonymisation_is_off(tmp_path: Path) -> None:
         record = json.loads(intake.event(row, "segment", "segment:t"))
         assert record["ip"] == want
         assert record["context"]["ip"] == want
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-05T10:00:00Z", datetime(2026, 1, 5, 10, 0)),
+        ("2026-01-05T10:00:00.123Z", datetime(2026, 1, 5, 10, 0, 0, 123000)),
+        ("2026-01-05T10:00:00+01:00", datetime(2026, 1, 5, 9, 0)),  # one hour ahead
+        ("2026-01-05T10:00:00-05:30", datetime(2026, 1, 5, 15, 30)),
+        (" 2026-01-05T10:00:00z ", datetime(2026, 1, 5, 10, 0)),
+        ("2026-01-05T10:00:00", datetime(2026, 1, 5, 10, 0)),  # no zone: UTC
+        ("2026-01-05T10:00:00+01:00Z", None),
+        ("2026-01-05T25:00:00Z", None),
+        ("yesterday", None),
+    ],
+)
+def test_parse_time(text: str, expected: datetime | None) -> None:
+    from clm.collect.segment import Invalid, parse_time
+
+    if expected is None:
+        with pytest.raises(Invalid, match="unparseable"):
+            parse_time(text, "timestamp")
+    else:
+        assert parse_time(text, "timestamp") == expected

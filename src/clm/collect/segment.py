@@ -45,6 +45,16 @@ def parse_time(value: Any, field: str) -> datetime:
         raise Invalid(
             field, "expected an ISO 8601 text such as 2024-05-01T12:00:00Z", value
         )
+    if len(value) >= 20 and value[-1] == "Z" and value[10] == "T":
+        # The common form, a full UTC date-time ending in Z: read without the Z it
+        # is already the naive UTC datetime (no zone to convert away).
+        try:
+            ts = _fromiso(value[:-1])
+        except ValueError:
+            pass
+        else:
+            if ts.tzinfo is None:
+                return ts
     try:
         # Python 3.11 reads a trailing "Z" itself; spaces and "z" need help.
         ts = _fromiso(value)
