@@ -226,3 +226,19 @@ def test_loader_enriches_per_batch(tmp_path: Path) -> None:
         assert got["legacy"][1] == '{"n": 2}' and got["legacy"][2] == "direct"
         assert got["legacy"][5] == "s-old"
         wh.close()
+
+
+def test_loader_batches_are_capped_in_bytes(tmp_path: Path, monkeypatch) -> None:
+    from clm.collect import loader
+
+    monkeypatch.setattr(loader, "MAX_BATCH_BYTES", 250)
+    segs = []
+    for i, size in enumerate([100, 100, 100, 400]):
+        p = tmp_path / f"seg-{i:012d}.jsonl"
+        p.write_bytes(b"x" * size)
+        segs.append(p)
+    # 100 + 100 fit in 250 bytes; a third would not; one segment over the cap
+    # still goes alone; `most` caps the count too.
+    assert loader._take(segs, 32) == segs[:2]
+    assert loader._take(segs[3:], 32) == segs[3:]
+    assert loader._take(segs, 1) == segs[:1]

@@ -307,6 +307,27 @@ def load_segments(
     }
 
 
+# A loader that fell behind would otherwise take `batch_files` large segments into
+# one transaction, and DuckDB holds a batch's rows in memory while it loads them.
+MAX_BATCH_BYTES = 256 << 20
+
+
+def _take(segments: list[Path], most: int) -> list[Path]:
+    """The oldest segments, at most `most` of them and MAX_BATCH_BYTES (at least
+    one, however large)."""
+    out: list[Path] = []
+    size = 0
+    for p in segments[:most]:
+        try:
+            size += p.stat().st_size
+        except FileNotFoundError:
+            continue
+        if out and size > MAX_BATCH_BYTES:
+            break
+        out.append(p)
+    return out
+
+
 class Loader:
     """A thread that loads sealed segments as they appear, in batches."""
 
@@ -343,7 +364,7 @@ class Loader:
         done = {k: 0 for k in self.totals}
         with self._lock:
             while True:
-                files = sealed_segments(self.directory)[: self.batch_files]
+                files = _take(sealed_segments(self.directory), self.batch_files)
                 if not files:
                     return done
                 counts = load_segments(self.wh, files, **self.options)
