@@ -3,7 +3,8 @@
 The library never prints; everything a user sees in the terminal passes through here.
 
 Width: on a terminal, tables fit its width (or `--width N`, or `COLUMNS`); written
-to a file or a pipe, nothing is cut: the console is as wide as the widest table.
+to a file or a pipe, nothing is cut: the console is as wide as the widest table,
+unless `--width` or an exported `COLUMNS` says otherwise.
 Times in tables are shown in the workspace's reporting time zone; `--json` keeps
 them as stored, ISO 8601 in UTC, with `null` for a missing value.
 """
