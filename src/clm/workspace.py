@@ -146,7 +146,7 @@ class Operations:
         """Replay stage history of one model (or all in use) and store it."""
         from clm.errors import MetricError
         from clm.identity.profiles import build_profiles
-        from clm.identity.resolve import options_from, resolve
+        from clm.identity.resolve import options_from, resolve, run_customer_keys
         from clm.lifecycle.history import run_model
         from clm.metrics.compute import check_model_metrics
 
@@ -165,28 +165,32 @@ class Operations:
         )
         self._save_receipt(identity)
         receipts = []
-        for m in chosen:
-            result = run_model(
-                self.warehouse,
-                m,
-                timezone=self.timezone,
-                as_of=as_of,
-                progress=progress,
-            )
-            self._save_receipt(result.receipt)
-            receipts.append(result.receipt)
-        profiles = build_profiles(self.warehouse)
-        identity.counts["profiles"] = profiles.counts["profiles"]
-        receipts.append(identity)
-        if receipts and unknown_metrics:
-            receipts[0].warnings.extend(unknown_metrics)
-        # What the dashboard's pages need, so that they stay fast on big workspaces.
-        # Shortcoming: the one place where the core reaches into a front end (a lazy
-        # import). It goes when the view functions, which only read the core, move
-        # from clm.server.views into a core package of their own.
-        from clm.server.views import precompute_after_run
+        # Every step below reads customer events (the stage engine, profiles, the
+        # metrics of the precompute): each raw id pair is looked up once for all.
+        with run_customer_keys(self.warehouse):
+            for m in chosen:
+                result = run_model(
+                    self.warehouse,
+                    m,
+                    timezone=self.timezone,
+                    as_of=as_of,
+                    progress=progress,
+                )
+                self._save_receipt(result.receipt)
+                receipts.append(result.receipt)
+            profiles = build_profiles(self.warehouse)
+            identity.counts["profiles"] = profiles.counts["profiles"]
+            receipts.append(identity)
+            if receipts and unknown_metrics:
+                receipts[0].warnings.extend(unknown_metrics)
+            # What the dashboard's pages need, so that they stay fast on big
+            # workspaces. Shortcoming: the one place where the core reaches into a
+            # front end (a lazy import). It goes when the view functions, which only
+            # read the core, move from clm.server.views into a core package of their
+            # own.
+            from clm.server.views import precompute_after_run
 
-        precompute_after_run(self, chosen)  # type: ignore[arg-type]  # a Workspace
+            precompute_after_run(self, chosen)  # type: ignore[arg-type]  # a Workspace
         return receipts
 
     def stages(

@@ -14,43 +14,41 @@ customers); an incremental build would only touch the customers a run changed.
 from __future__ import annotations
 
 import logging
-import uuid
 
-import ibis
-
-from clm.identity.resolve import _db, customer_events
+from clm.identity.resolve import _db, customer_keys
 from clm.receipts import Receipt
 from clm.warehouse.engine import Warehouse
 
 log = logging.getLogger("clm.identity")
 
 PROFILE_SQL = """
-WITH trait_rows AS (
-  SELECT e.customer_id, j.key AS trait, j.value AS value, e.timestamp, e.event_id
-  FROM {ev} e, json_each(e.properties) j
+WITH ev AS ({ev}),
+trait_rows AS (
+  SELECT e.ck, j.key AS trait, j.value AS value, e.timestamp, e.event_id
+  FROM ev e, json_each(e.properties) j
   WHERE e.type = 'identify' AND json_valid(e.properties)
     AND json_type(e.properties) = 'OBJECT' AND j.type <> 'NULL'
   UNION ALL
-  SELECT e.customer_id, j.key, j.value, e.timestamp, e.event_id
-  FROM {ev} e, json_each(json_extract(e.context, '$.traits')) j
+  SELECT e.ck, j.key, j.value, e.timestamp, e.event_id
+  FROM ev e, json_each(json_extract(e.context, '$.traits')) j
   WHERE e.context LIKE '%"traits"%' AND json_valid(e.context)
     AND json_type(json_extract(e.context, '$.traits')) = 'OBJECT'
     AND j.type <> 'NULL'
 ),
 latest AS (
-  SELECT customer_id, trait,
+  SELECT ck, trait,
     arg_max(value, (timestamp, event_id)) AS value, max(timestamp) AS set_at
   FROM trait_rows GROUP BY ALL
 ),
 traits AS (
-  SELECT customer_id,
+  SELECT ck,
     json_group_object(trait, value)::VARCHAR AS traits,
     json_group_object(trait, strftime(set_at, '%Y-%m-%dT%H:%M:%S.%f'))::VARCHAR
       AS trait_times
-  FROM latest GROUP BY customer_id
+  FROM latest GROUP BY ck
 ),
 touch AS (
-  SELECT customer_id, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
+  SELECT ck, min(timestamp) AS first_seen, max(timestamp) AS last_seen,
     arg_min(coalesce(channel, utm_source), (timestamp, event_id))
       FILTER (WHERE coalesce(channel, utm_source) IS NOT NULL) AS first_channel,
     arg_min(utm_campaign, (timestamp, event_id))
@@ -62,7 +60,7 @@ touch AS (
     count(*) FILTER (WHERE event = 'order_completed') AS orders,
     coalesce(sum(revenue) FILTER (
       WHERE event IN ('order_completed', 'order_refunded')), 0) AS revenue
-  FROM {ev} GROUP BY customer_id
+  FROM ev GROUP BY ck
 ),
 latest_version AS (
   SELECT model, max(model_version) AS v FROM stage_history GROUP BY model
@@ -73,13 +71,13 @@ stages AS (
     ON h.model = l.model AND h.model_version = l.v
   WHERE h.valid_to IS NULL GROUP BY h.customer_id
 )
-SELECT t.customer_id, coalesce(tr.traits, '{{}}') AS traits,
+SELECT k.customer_id, coalesce(tr.traits, '{{}}') AS traits,
   coalesce(tr.trait_times, '{{}}') AS trait_times, t.first_seen, t.last_seen,
   t.first_channel, t.first_campaign, t.last_channel, t.last_campaign,
   t.orders, t.revenue, coalesce(s.stages, '{{}}') AS stages,
   now()::TIMESTAMP AS updated_at
-FROM touch t LEFT JOIN traits tr USING (customer_id)
-LEFT JOIN stages s USING (customer_id)
+FROM touch t JOIN {keys} k ON k.ck = t.ck LEFT JOIN traits tr ON tr.ck = t.ck
+LEFT JOIN stages s ON s.customer_id = k.customer_id
 """
 
 
@@ -87,27 +85,16 @@ def build_profiles(wh: Warehouse) -> Receipt:
     """Rebuild `profiles` from the resolved events and current stages."""
     receipt = Receipt("profiles")
     con = _db(wh)
-    name = f"_clm_prof_{uuid.uuid4().hex[:8]}"
-    with receipt.timed("events"):
-        # Copy only what the profile reads: the JSON payloads are most of an event's
-        # bytes, and only identify calls and events with traits need them.
-        ev = customer_events(wh)
-        slim = ev.select(
-            "customer_id", "event_id", "timestamp", "type", "event", "channel",
-            "utm_source", "utm_campaign", "revenue",
-            properties=ibis.ifelse(ev.type == "identify", ev.properties, None),
-            context=ibis.ifelse(
-                ev.context.contains('"traits"').fill_null(False), ev.context, None
-            ),
+    # Each CTE reads the events joined to the customer keys (the run's, else made
+    # here): the filters of the trait rows reach the events scan before the join.
+    with receipt.timed("build"), customer_keys(wh) as made:
+        ev = made.events(wh).select(
+            "ck", "event_id", "timestamp", "type", "event", "channel", "utm_source",
+            "utm_campaign", "revenue", "properties", "context",
         )  # fmt: skip
-        sql = wh.con.compile(slim)
-        con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
-    try:
-        with receipt.timed("build"):
-            con.execute("DELETE FROM profiles")
-            con.execute("INSERT INTO profiles BY NAME " + PROFILE_SQL.format(ev=name))
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+        sql = PROFILE_SQL.format(ev=wh.con.compile(ev), keys=made.keys.get_name())
+        con.execute("DELETE FROM profiles")
+        con.execute("INSERT INTO profiles BY NAME " + sql)
     n = con.execute("SELECT count(*) FROM profiles").fetchone()[0]
     receipt.counts["profiles"] = int(n)
     log.info("profiles rebuilt: %s", n)

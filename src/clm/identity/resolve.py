@@ -4,7 +4,9 @@
 `customer_id`. It joins each event's attributing key (its user id, else its anonymous
 id; see `identifiers.event_key_sql`) to the `customers` mapping that `resolve` keeps.
 Events not resolved yet fall back to the user id, else `anon:` + the anonymous id, so
-a warehouse that never ran resolution reads as before.
+a warehouse that never ran resolution reads as before. Inside `clm run` the pair
+look-up is made once (`run_customer_keys`) and the stage engine, profiles and metrics
+join events to it, reading customers as integer keys.
 
 `resolve(wh)` runs incrementally: it extracts identifiers and links only from import
 batches (events grouped by `import_id`) whose row count changed since the last run, then
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import ibis
@@ -72,6 +77,17 @@ def customer_events(wh: Warehouse, events: ir.Table | None = None) -> ir.Table:
     id) pair, and the events join that small table on the raw pair (null-safe).
     A caller that needs only some events passes them filtered as `events` (a
     filter of `wh.table("events")`), so that only their id pairs are looked up."""
+    ev, mapped = _mapped_pairs(wh, events)
+    joined = ev.join(
+        mapped,
+        [ev.user_id.identical_to(mapped._u), ev.anonymous_id.identical_to(mapped._a)],
+    )
+    return joined.drop("_u", "_a")
+
+
+def _mapped_pairs(wh: Warehouse, events: ir.Table | None) -> tuple[ir.Table, ir.Table]:
+    """The events without bots, and their distinct raw id pairs (`_u`, `_a`) with
+    the customer each pair belongs to."""
     ev = wh.table("events") if events is None else events
     ev = ev.filter(~ev.context.contains('"bot":true').fill_null(False))
     pairs = ev.select(_u=ev.user_id, _a=ev.anonymous_id).distinct()
@@ -94,12 +110,98 @@ def customer_events(wh: Warehouse, events: ir.Table | None = None) -> ir.Table:
     mapped = mapped.select(
         _u=mapped._u, _a=mapped._a, customer_id=ibis.coalesce(mapped._c, mapped._f)
     )
-    mapped = mapped.filter(mapped.customer_id.notnull())
-    joined = ev.join(
-        mapped,
-        [ev.user_id.identical_to(mapped._u), ev.anonymous_id.identical_to(mapped._a)],
-    )
-    return joined.drop("_u", "_a")
+    return ev, mapped.filter(mapped.customer_id.notnull())
+
+
+# -- the identity join, prepared once per run ----------------------------------------
+
+_PAIRS = "_clm_shared_pairs"
+_KEYS = "_clm_shared_keys"
+
+
+@dataclass(frozen=True)
+class CustomerKeys:
+    """Which customer each raw id pair belongs to, as an integer key, made once per
+    `clm run` (or per step outside a run) so that the steps reading events do not
+    each look every pair up again.
+
+    `pairs` maps the raw (`_u` user id, `_a` anonymous id) pairs of all events to
+    `ck`, an integer customer key (group-bys and windows on integers are far faster
+    than on the id text); `keys` maps `ck` to `customer_id`. Both are small (one row
+    per pair, per customer) temporary tables: they hold what `customers` said when
+    they were made, so they are dropped when the run ends and nothing else (an
+    import, a merge, an erasure) can find them stale.
+    """
+
+    pairs: ir.Table
+    keys: ir.Table
+
+    def events(self, wh: Warehouse, events: ir.Table | None = None) -> ir.Table:
+        """`events` (default: all) with `ck`; like `customer_events`, events with no
+        identifier and bot events are left out."""
+        ev = wh.table("events") if events is None else events
+        ev = ev.filter(~ev.context.contains('"bot":true').fill_null(False))
+        p = self.pairs
+        joined = ev.join(
+            p, [ev.user_id.identical_to(p._u), ev.anonymous_id.identical_to(p._a)]
+        )
+        return joined.drop("_u", "_a")
+
+
+_current: dict[int, CustomerKeys] = {}
+
+
+def current_customer_keys(wh: Warehouse) -> CustomerKeys | None:
+    """The keys of the run under way on `wh` (see `run_customer_keys`), else None."""
+    return _current.get(id(wh))
+
+
+def build_customer_keys(wh: Warehouse, tag: str = "") -> CustomerKeys:
+    """Materialise the pair → customer key mapping (see `CustomerKeys`)."""
+    suffix = f"_{tag}" if tag else ""
+    _, mapped = _mapped_pairs(wh, None)
+    mapped = wh.materialize(mapped, f"_clm_shared_mapped{suffix}")
+    try:
+        names = mapped.select("customer_id").distinct()
+        names = names.mutate(ck=ibis.row_number().cast("int64"))
+        keys = wh.materialize(names, _KEYS + suffix)
+        pairs = mapped.join(keys, "customer_id").select("_u", "_a", "ck")
+        pairs = wh.materialize(pairs, _PAIRS + suffix)
+    finally:
+        wh.drop(f"_clm_shared_mapped{suffix}")
+    return CustomerKeys(pairs, keys)
+
+
+def drop_customer_keys(wh: Warehouse, ck: CustomerKeys) -> None:
+    for t in (ck.pairs, ck.keys):
+        wh.drop(t.get_name())
+
+
+@contextmanager
+def run_customer_keys(wh: Warehouse) -> Iterator[CustomerKeys]:
+    """Make the run's customer keys; the steps of the run find them through
+    `current_customer_keys` until the block ends, when they are dropped."""
+    made = build_customer_keys(wh)
+    _current[id(wh)] = made
+    try:
+        yield made
+    finally:
+        _current.pop(id(wh), None)
+        drop_customer_keys(wh, made)
+
+
+@contextmanager
+def customer_keys(wh: Warehouse) -> Iterator[CustomerKeys]:
+    """The run's customer keys, else keys of its own for the block."""
+    made = current_customer_keys(wh)
+    if made is not None:
+        yield made
+        return
+    own = build_customer_keys(wh, tag=uuid.uuid4().hex[:8])
+    try:
+        yield own
+    finally:
+        drop_customer_keys(wh, own)
 
 
 # -- resolution ----------------------------------------------------------------------

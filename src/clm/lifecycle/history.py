@@ -33,7 +33,7 @@ import ibis
 import ibis.expr.types as ir
 
 from clm.errors import ModelError
-from clm.identity.resolve import customer_events
+from clm.identity.resolve import customer_keys
 from clm.lifecycle import value_features
 from clm.lifecycle.calendar import (
     BUCKET_SECONDS,
@@ -152,7 +152,6 @@ def run_model(
         pl = plan(model)
         if pl.value_thresholds:
             pl.value_params = value_features.load_params(wh, model.source)
-        ev = customer_events(wh)
         # The span of all events: far cheaper than that of the customer events (no
         # identity join) and the same but for events without a customer, which can
         # only widen the calendar by empty periods.
@@ -176,7 +175,7 @@ def run_model(
     cal = build_calendar(model.grain, tz, first, end)
     progress.advance()
 
-    with receipt.timed("features"):
+    with receipt.timed("features"), customer_keys(wh) as ck:
         periods = wh.materialize(
             ibis.memtable(cal.periods_frame()), f"_clm_periods_{run_id}"
         )
@@ -184,20 +183,18 @@ def run_model(
             ibis.memtable(cal.buckets_frame()), f"_clm_buckets_{run_id}"
         )
         try:
-            ev = ev.filter(ev.timestamp < ibis.literal(end))
-            # Customers get integer keys for the whole computation: every group-by
-            # and window below is on (customer, period), and integers hash and sort
-            # far faster than the customer id strings.
-            keys = ev.select("customer_id").distinct()
-            keys = keys.mutate(_ck=ibis.row_number().cast("int64"))
-            keys = wh.materialize(keys, f"_clm_keys_{run_id}")
-            base = _base_events(wh, ev, pl, cal, buckets, keys)
+            # Customers have integer keys (`ck`): every group-by and window below is
+            # on (customer, period), and integers hash and sort far faster than the
+            # customer id strings.
+            raw = wh.table("events")
+            ev = ck.events(wh, raw.filter(raw.timestamp < ibis.literal(end)))
+            base = _base_events(ev, pl, buckets)
             base = wh.materialize(base, f"_clm_base_{run_id}")
             progress.advance()
             values = _feature_values(wh, pl, base, periods, buckets, cal, run_id)
             staged = _assign_stages(model, values)
             intervals = _collapse(staged, periods)
-            named = keys.select(_k=keys._ck, _cid=keys.customer_id)
+            named = ck.keys.select(_k=ck.keys.ck, _cid=ck.keys.customer_id)
             intervals = intervals.join(named, intervals.customer_id == named._k)
             intervals = intervals.mutate(customer_id=intervals._cid).drop("_k", "_cid")
             intervals = wh.materialize(intervals, f"_clm_intervals_{run_id}")
@@ -269,21 +266,13 @@ def _period_of(
     return joined.drop("_bk", "_bk2")
 
 
-def _base_events(
-    wh: Warehouse,
-    ev: ir.Table,
-    pl: Plan,
-    cal: Calendar,
-    buckets: ir.Table,
-    keys: ir.Table,
-) -> ir.Table:
+def _base_events(ev: ir.Table, pl: Plan, buckets: ir.Table) -> ir.Table:
     """The events the features read: integer customer key, the needed columns, the
     time in epoch seconds, its 15-minute bucket and its period."""
     cols = sorted(
         c for c in pl.columns if c in EVENTS.names and c not in ("timestamp",)
     )
-    ev = ev.join(keys, "customer_id")
-    sel = ev.select(*cols, customer_id=ev._ck, t=_epoch(ev.timestamp))
+    sel = ev.select(*cols, customer_id=ev.ck, t=_epoch(ev.timestamp))
     sel = sel.mutate(bk=(sel.t // BUCKET_SECONDS).cast("int64"))
     b = buckets.select(_bk2=buckets.bucket, p=buckets.p)
     return sel.join(b, sel.bk == b._bk2).drop("_bk2")

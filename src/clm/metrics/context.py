@@ -21,7 +21,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from clm.identity.resolve import customer_events
+from clm.identity.resolve import current_customer_keys, customer_events
 from clm.lifecycle.calendar import BUCKET_SECONDS, Calendar, build_calendar
 from clm.lifecycle.queries import run_info
 from clm.lifecycle.spec import StageModel
@@ -134,10 +134,7 @@ def build_context(
     )
 
     # Orders and refunds, attributed to the stage held at the order's time.
-    raw = wh.table("events")
-    ev = customer_events(
-        wh, raw.filter(raw.event.isin(["order_completed", "order_refunded"]))
-    )
+    ev = _orders(wh)
     ev = ev.filter(ev.timestamp < ibis.literal(end))
     w = ibis.window(group_by="customer_id", order_by=["timestamp", "event_id"])
     is_order = ev.event == "order_completed"
@@ -212,6 +209,19 @@ def build_context(
             ("last_period_incomplete", {"period_end": str(end.date()), "grain": grain})
         )
     return ctx
+
+
+def _orders(wh: Warehouse) -> ir.Table:
+    """Order and refund events of resolved customers: with the run's customer keys
+    when metrics are computed inside `clm run` (the dashboard's precompute), else
+    through the identity join of their id pairs."""
+    raw = wh.table("events")
+    orders = raw.filter(raw.event.isin(["order_completed", "order_refunded"]))
+    made = current_customer_keys(wh)
+    if made is None:
+        return customer_events(wh, orders)
+    ev = made.events(wh, orders)
+    return ev.join(made.keys, "ck").drop("ck")
 
 
 def _clv_frames(
