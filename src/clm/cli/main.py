@@ -238,7 +238,10 @@ def init(
         language=language,
     )
     if as_json:
-        render.print_json({"workspace": str(ws.root), "config": ws.config})
+        # Not the settings themselves: they hold keys and the identity salt.
+        render.print_json(
+            {"workspace": str(ws.root), "config_file": str(ws.root / "clm.yaml")}
+        )
     else:
         render.console.print(f"workspace ready: {ws.root / 'clm.yaml'}")
     ws.close()
