@@ -168,3 +168,12 @@ def test_import_options_checked(shop: Path, tmp_path: Path) -> None:
         )
     )  # fmt: skip
     assert (err["field"], err["value"]) == ("decimal", "·")
+    # The events importer does not read decimal commas yet: refused, never ignored.
+    events = _error(
+        clm(
+            "import", "events", str(path), "-w", str(shop),
+            "--decimal", ",", "--json", code=1,
+        )
+    )  # fmt: skip
+    assert events["field"] == "--decimal"
+    assert "clm import transactions" in events["message"]
