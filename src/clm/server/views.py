@@ -526,8 +526,11 @@ def stage_detail(
         hist = "model = ? AND model_version = ? AND stage = ?"
         args = [m.name, m.version, stage]
         # Time in stage over finished intervals: the days from entering to leaving.
+        # Rounded to 1e-6 days (0.1 s): the last digits of a float sum depend on
+        # the order DuckDB adds in, and the same answer must come out every time.
         dur = r.sql(
-            "SELECT quantile_cont(d, 0.5) AS median, avg(d) AS mean, count(*) AS n "
+            "SELECT round(quantile_cont(d, 0.5), 6) AS median, "
+            "round(avg(d), 6) AS mean, count(*) AS n "
             "FROM (SELECT date_diff('second', valid_from, valid_to) / 86400.0 AS d "
             f"FROM stage_history WHERE {hist} AND valid_to IS NOT NULL)",
             args,
@@ -1001,6 +1004,63 @@ def precompute_after_run(ws: Workspace, models: list[StageModel]) -> int:
     return precompute(ws, models)
 
 
+def _all_stages(r: Reader, m: StageModel, stamp: str) -> None:
+    """The facts and the first page of customers of every stage of `m`, put into
+    `r.cache` under the keys `stage_detail` reads, by one query per kind over all
+    stages instead of one per stage (the precompute's stage pages cost a scan of
+    `stage_history` each otherwise). Same rows and order as `stage_detail`."""
+    day = queries.last_day(r.wh, m, r.tz)
+    args = [m.name, m.version]
+    hist = "model = ? AND model_version = ?"
+    dur = r.sql(
+        "SELECT stage, round(quantile_cont(d, 0.5), 6) AS median, "
+        "round(avg(d), 6) AS mean, count(*) AS n FROM (SELECT stage, "
+        "date_diff('second', valid_from, valid_to) / 86400.0 AS d "
+        f"FROM stage_history WHERE {hist} AND valid_to IS NOT NULL) GROUP BY stage",
+        args,
+    )
+    channels = r.sql(
+        "SELECT h.stage, coalesce(p.first_channel, '(unknown)') AS channel, "
+        "count(DISTINCT h.customer_id) AS customers "
+        "FROM stage_history h LEFT JOIN profiles p USING (customer_id) "
+        "WHERE h.model = ? AND h.model_version = ? GROUP BY 1, 2 "
+        "ORDER BY 1, 3 DESC, 2",
+        args,
+    )
+    moves = r.sql(
+        "SELECT coalesce(from_stage, ?) AS from_stage, to_stage, count(*) AS n "
+        "FROM stage_transitions WHERE model = ? AND model_version = ? "
+        "GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+        [queries.NEW, *args],
+    )
+    at = r.wh.con.compile(queries.stages_as_of(r.wh, m, day, r.tz))
+    first = r.sql(
+        "SELECT stage, customer_id, count(*) OVER (PARTITION BY stage) AS total "
+        f"FROM ({at}) QUALIFY row_number() OVER "
+        "(PARTITION BY stage ORDER BY customer_id) <= 50 ORDER BY stage, customer_id"
+    )
+    for stage in m.stage_names:
+        d = dur[dur.stage == stage]
+        none = {"median": None, "mean": None, "n": 0}
+        r.cache[("stage", m.name, m.version, stage, stamp)] = {
+            "time_in_stage_days": records(d.drop(columns="stage"))[0]
+            if len(d)
+            else none,
+            "channels": records(
+                channels[channels.stage == stage].drop(columns="stage")
+            ),
+            "entered_from": records(
+                moves[moves.to_stage == stage][["from_stage", "n"]]
+            ),
+            "exited_to": records(moves[moves.from_stage == stage][["to_stage", "n"]]),
+        }
+        mine = first[first.stage == stage]
+        r.cache[("stage_customers", m.name, m.version, stage, day, 1, 50, stamp)] = {
+            "total": int(mine.total.iloc[0]) if len(mine) else 0,
+            "rows": [str(c) for c in mine.customer_id],
+        }
+
+
 def precompute(ws: Workspace, models: list[StageModel]) -> int:
     """Store what the dashboard's pages need for `models` in `view_cache`.
 
@@ -1021,6 +1081,7 @@ def precompute(ws: Workspace, models: list[StageModel]) -> int:
                 key = ("series", m.name, m.version, g, stamp)
                 r.cache[key] = series_records(res.context.population, m)
             overview(r, m.name, g)
+        _all_stages(r, m, stamp)
         for s in m.stage_names:
             stage_detail(r, m.name, s, m.grain)
         transitions(r, m.name, None, None)
