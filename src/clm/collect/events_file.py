@@ -365,16 +365,13 @@ def _finish_fast(
     rows_read: int,
 ) -> None:
     """Like `_finish`, but reads the file once for the events: at millions of rows the
-    file is the cost. Rejects are looked for with a scan of the three checked columns
-    only; duplicates inside the file are removed after the insert, in the usually
-    empty case cheaply confirmed by a distinct count of the new rows' ids. Which copy
-    of a repeated event id stays is not defined when the copies differ."""
+    file is the cost. Duplicates inside the file are removed after the insert, in the
+    usually empty case cheaply confirmed by a distinct count of the new rows' id
+    hashes (distinct hashes mean distinct ids; equal ones are checked exactly). Which
+    copy of a repeated event id stays is not defined when the copies differ. Rejects
+    are looked for with a scan of the three checked columns, skipped when every row
+    of the file went into an empty table: then none was invalid."""
     import_id = sql_str(receipt.receipt_id)
-    invalid = int(
-        scalar(wh, f"SELECT count(*) AS n FROM {candidates} WHERE _reason IS NOT NULL")[
-            "n"
-        ]
-    )
     cols = ", ".join(ident(c) for c in EVENTS.names)
     stored = int(scalar(wh, "SELECT count(*) AS n FROM events")["n"])
     new_only = (
@@ -382,6 +379,10 @@ def _finish_fast(
         if stored
         else ""
     )
+    mine = f"FROM events WHERE import_id = {import_id}"
+    stats_sql = f"""SELECT count(*) AS written, count(DISTINCT hash(event_id)) AS ids,
+          count(DISTINCT user_id) AS customers, coalesce(sum(revenue), 0) AS revenue
+        {mine}"""
     with receipt.timed("write"):
         # Row order inside `events` means nothing, and not keeping it lets DuckDB
         # write in parallel with far less memory; file row numbers are already taken.
@@ -396,27 +397,32 @@ def _finish_fast(
             )
         finally:
             wh.con.raw_sql("RESET preserve_insertion_order")
-        repeated = int(
-            scalar(
-                wh,
-                "SELECT count(*) - count(DISTINCT event_id) AS n FROM events "
-                f"WHERE import_id = {import_id}",
-            )["n"]
-        )
+        stats = scalar(wh, stats_sql)
+        inserted = int(stats["written"])
+        repeated = 0
+        if int(stats["ids"]) != inserted:
+            repeated = int(
+                scalar(wh, f"SELECT count(*) - count(DISTINCT event_id) AS n {mine}")[
+                    "n"
+                ]
+            )
         if repeated:
             wh.con.raw_sql(
                 f"""DELETE FROM events WHERE import_id = {import_id} AND rowid NOT IN (
                   SELECT min(rowid) FROM events WHERE import_id = {import_id}
                   GROUP BY event_id)"""
             )
+            stats = scalar(wh, stats_sql)
+        invalid = 0
+        if stored or inserted != rows_read:
+            invalid = int(
+                scalar(
+                    wh,
+                    f"SELECT count(*) AS n FROM {candidates} WHERE _reason IS NOT NULL",
+                )["n"]
+            )
         if invalid:
             _store_rejects(wh, rejects, source, receipt.receipt_id)
-    stats = scalar(
-        wh,
-        f"""SELECT count(*) AS written, count(DISTINCT user_id) AS customers,
-                   coalesce(sum(revenue), 0) AS revenue
-            FROM events WHERE import_id = {import_id}""",
-    )
     reasons = (
         rows(
             wh,
