@@ -81,17 +81,22 @@ def test_user_agents_and_bots() -> None:
     assert parse_user_agent("curl/8.5.0")[3] is True
 
 
-def _sessions(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> list[str]:
-    """Session ids of `rows` (one loader batch) as the loader assigns them."""
+def _sessions(
+    con: duckdb.DuckDBPyConnection,
+    rows: list[dict],
+    received: datetime = datetime(2026, 3, 1, 12, 0),
+) -> list[str]:
+    """Session ids of `rows` (one loader batch received at `received`) as the
+    loader assigns them."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE batch (rid BIGINT, anonymous_id VARCHAR, "
-        "user_id VARCHAR, timestamp TIMESTAMP, utm_source VARCHAR, "
-        "utm_medium VARCHAR, utm_campaign VARCHAR)"
+        "user_id VARCHAR, timestamp TIMESTAMP, received_at TIMESTAMP, "
+        "utm_source VARCHAR, utm_medium VARCHAR, utm_campaign VARCHAR)"
     )
     con.executemany(
-        "INSERT INTO batch VALUES (?, ?, NULL, ?, NULL, NULL, ?)",
+        "INSERT INTO batch VALUES (?, ?, NULL, ?, ?, NULL, NULL, ?)",
         [
-            (i, r["anonymous_id"], r["timestamp"], r.get("utm_campaign"))
+            (i, r["anonymous_id"], r["timestamp"], received, r.get("utm_campaign"))
             for i, r in enumerate(rows)
         ],
     )
@@ -186,6 +191,33 @@ def test_sessions_continue_across_batches_and_campaigns() -> None:
     )
     assert fresh not in (first, c1, c2)
     assert con.execute("SELECT count(*) FROM collect_sessions").fetchone() == (1,)
+
+
+def test_session_state_pruned_by_server_clock_only() -> None:
+    """A device clock a day ahead does not prune other visitors' state; two hours
+    of server time without an event from a visitor does."""
+    con = duckdb.connect()
+    t0 = datetime(2026, 3, 1, 12, 0)
+    (first,) = _sessions(con, [{"anonymous_id": "a", "timestamp": t0}], t0)
+    _sessions(
+        con,
+        [{"anonymous_id": "b", "timestamp": t0 + timedelta(hours=23)}],
+        t0 + timedelta(minutes=1),
+    )
+    (again,) = _sessions(
+        con,
+        [{"anonymous_id": "a", "timestamp": t0 + timedelta(minutes=10)}],
+        t0 + timedelta(minutes=10),
+    )
+    assert again == first
+    # Two hours later (server time) only the visitor seen then is kept.
+    _sessions(
+        con,
+        [{"anonymous_id": "c", "timestamp": t0 + timedelta(hours=2)}],
+        t0 + timedelta(hours=2),
+    )
+    kept = con.execute("SELECT count(*) FROM collect_sessions").fetchone()
+    assert kept == (1,)
 
 
 MESSAGES = [

@@ -14,10 +14,12 @@ crash replay (see `loader.py`) sees the state that matches the stored events.
 
 The session id is the md5 of `visitor|<start timestamp in ISO 8601>`, so it is
 stable. The state table keys visitors by md5 too, so it holds no identifier in clear.
-Rows of visitors idle for longer than the timeout (plus an hour of slack for late
-events) are pruned on every load: such a visitor's next event starts a new session
-in any case. Known limit: an event dated more than an hour before its visitor's
-pruned last event is sessionised as if the visitor were new.
+Rows of visitors from whom nothing arrived for longer than the timeout plus an hour
+(by the server's clock, `received_at`, so a device clock set in the future cannot
+prune anyone else's state) are pruned on every load: with sane clocks such a
+visitor's next event starts a new session in any case. Known limit: a visitor's
+events sent more than the timeout plus an hour apart but dated less than the
+timeout apart (a replay of old events, slowly) start a new session each time.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def ensure_state(con: Any) -> None:
     con.execute(
         f"""CREATE TABLE IF NOT EXISTS {STATE_TABLE} (
             visitor_key VARCHAR, session_id VARCHAR, last_ts TIMESTAMP,
-            campaign VARCHAR)"""
+            campaign VARCHAR, updated_at TIMESTAMP)"""
     )
 
 
@@ -46,8 +48,8 @@ def assign_sessions(con: Any, source: str, target: str, timeout_minutes: int) ->
     """Create temp table `target` (rid, session_id) for the rows of `source`.
 
     `source` must have columns rid (unique), anonymous_id, user_id, timestamp,
-    utm_source, utm_medium, utm_campaign (with the url's campaign already filled
-    in). Updates `collect_sessions` to the state after these rows.
+    received_at, utm_source, utm_medium, utm_campaign (with the url's campaign
+    already filled in). Updates `collect_sessions` to the state after these rows.
     """
     ensure_state(con)
     timeout = f"INTERVAL {int(timeout_minutes)} MINUTE"
@@ -56,12 +58,14 @@ def assign_sessions(con: Any, source: str, target: str, timeout_minutes: int) ->
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE _clm_sv AS
         SELECT rid, visitor, md5(visitor) AS visitor_key, "timestamp" AS ts,
+          received_at,
           CASE WHEN coalesce(utm_source, '') <> '' OR coalesce(utm_medium, '') <> ''
                  OR coalesce(utm_campaign, '') <> ''
                THEN coalesce(utm_source, '') || chr(31) || coalesce(utm_medium, '')
                     || chr(31) || coalesce(utm_campaign, '') END AS ckey
         FROM (SELECT rid, coalesce(nullif(anonymous_id, ''), nullif(user_id, ''))
-                AS visitor, "timestamp", utm_source, utm_medium, utm_campaign
+                AS visitor, "timestamp", received_at, utm_source, utm_medium,
+                utm_campaign
               FROM {source}) WHERE visitor IS NOT NULL"""
     )
     # One ordering throughout: per visitor by order time, the stored state first.
@@ -119,12 +123,13 @@ def assign_sessions(con: Any, source: str, target: str, timeout_minutes: int) ->
     con.execute(
         f"""INSERT INTO {STATE_TABLE}
         SELECT visitor_key, arg_max(session_id, ord), max(ots),
-               nullif(arg_max(kept, ord), chr(0))
+               nullif(arg_max(kept, ord), chr(0)),
+               (SELECT max(received_at) FROM _clm_sv)
         FROM _clm_sw GROUP BY visitor_key"""
     )
     con.execute(
-        f"""DELETE FROM {STATE_TABLE} WHERE last_ts <
-        (SELECT max(ts) FROM _clm_sv) - {timeout} - INTERVAL 1 HOUR"""
+        f"""DELETE FROM {STATE_TABLE} WHERE updated_at <
+        (SELECT max(received_at) FROM _clm_sv) - {timeout} - INTERVAL 1 HOUR"""
     )
     con.execute("DROP TABLE _clm_sv")
     con.execute("DROP TABLE _clm_sw")
