@@ -63,7 +63,9 @@ _CID_TO_KEY = (
 
 
 def _valid(col: ir.StringValue) -> ir.BooleanValue:
-    return col.notnull() & ~col.strip().lower().isin(list(PLACEHOLDERS))
+    # A constant array, not IN (…): DuckDB turns a long IN list into a join per use.
+    placeholders = ibis.literal(list(PLACEHOLDERS), "array<string>")
+    return col.notnull() & ~placeholders.contains(col.strip().lower())
 
 
 def customer_events(wh: Warehouse, events: ir.Table | None = None) -> ir.Table:
@@ -97,12 +99,10 @@ def _mapped_pairs(wh: Warehouse, events: ir.Table | None) -> tuple[ir.Table, ir.
         (anon_ok, ANON + pairs._a.strip()),
         else_=ibis.null("string"),
     )
-    fallback = ibis.cases(
-        (user_ok, pairs._u.strip()),
-        (anon_ok, ANON + pairs._a.strip()),
-        else_=ibis.null("string"),
-    )
-    pairs = pairs.mutate(_k=key, _f=fallback)
+    pairs = pairs.mutate(_k=key)
+    # Not resolved yet: the user id itself, else the `anon:` key (as _KEY_TO_CID).
+    user_key = pairs._k.startswith("user:")
+    pairs = pairs.mutate(_f=ibis.ifelse(user_key, pairs._k.substr(5), pairs._k))
     cust = wh.table("customers").select(
         _i=lambda t: t.identifier, _c=lambda t: t.customer_id
     )
