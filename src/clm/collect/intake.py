@@ -1,4 +1,5 @@
-"""What every collection endpoint shares: config, enrichment, the spool and the loader.
+"""What every collection endpoint shares: config, IP anonymisation, the spool and the
+loader (which does the rest of the enrichment, per batch).
 
 A protocol handler (`http_segment`, `http_matomo`) turns a request into event rows
 (or `Invalid` problems), hands them to `Intake.event` / `Intake.reject`, and answers
@@ -86,7 +87,8 @@ def _default(value: Any) -> Any:
 
 
 class Intake:
-    """Enrich, sessionise and spool records; run the loader beside the server."""
+    """Anonymise and spool records; run the loader (enrichment, sessions, warehouse)
+    beside the server."""
 
     def __init__(self, config: CollectorConfig, wh: Warehouse | None) -> None:
         self.config = config
