@@ -157,8 +157,10 @@ class Lookups:
         names = {k: f"{DB}.{k}_{g}" for k in ("event_keys", "rows", "search")}
         # Events past `last` may be written while this runs: they are the tail that
         # timelines scan.
-        last = cur.execute("SELECT coalesce(max(rowid) + 1, 0) FROM events").fetchone()
-        rows = int(last[0]) if last else 0
+        last = cur.execute(
+            "SELECT coalesce(max(rowid) + 1, 0), count(*) FROM events"
+        ).fetchone()
+        rows, count = (int(last[0]), int(last[1])) if last else (0, 0)
         # Group by the raw pair first: the attribution rule (trim, placeholder list)
         # then runs once per pair (~1.3M) instead of once per event (~10M), as
         # identity.resolve.customer_events does. No sort: a list column makes it
@@ -188,7 +190,7 @@ class Lookups:
             f"""CREATE OR REPLACE TABLE {names["search"]} AS
             SELECT DISTINCT term, customer_id FROM ({terms_sql()}) ORDER BY term"""
         )
-        return {"stamp": stamp, "last_rowid": rows, **names}
+        return {"stamp": stamp, "last_rowid": rows, "count": count, **names}
 
 
 # -- the timeline ---------------------------------------------------------------------
@@ -218,13 +220,29 @@ def rowids(con: Any, look: dict[str, Any], cids: list[str], table: str) -> list[
     return [int(x[0]) for x in got]
 
 
+def customer_rowids(con: Any, look: dict[str, Any], cid: str) -> dict[str, list[int]]:
+    """The rowids per table ("profiles", "customers", "stage_history") that may
+    hold customer `cid`, in one look-up."""
+    got = con.execute(
+        f"SELECT tbl, rid FROM {look['rows']} WHERE h IN (SELECT hash(?)) "
+        "AND tbl IN ('profiles', 'customers', 'stage_history')",
+        [cid],
+    ).fetchall()
+    out: dict[str, list[int]] = {}
+    for tbl, rid in got:
+        out.setdefault(str(tbl), []).append(int(rid))
+    return out
+
+
 def exact_rowids(con: Any, look: dict[str, Any], q: str, keys: list[str]) -> list[int]:
     """The rowids of `customers` whose customer id is `q` or identifier in `keys`
     (up to hash collisions: the caller compares again)."""
-    # A union, not one filter with OR: an OR is not pushed into the sorted scan.
+    # A union, not one filter with OR: an OR is not pushed into the sorted scan;
+    # `h IN (SELECT hash(?))`, not `h = hash(?)`: only the first narrows the scan
+    # of the sorted hashes (a join filter) when the value is a parameter.
     got = con.execute(
         f"""SELECT rid FROM {look["rows"]}
-        WHERE h = hash(?) AND tbl = 'customers'
+        WHERE h IN (SELECT hash(?)) AND tbl = 'customers'
         UNION ALL
         SELECT rid FROM {look["rows"]}
         WHERE h IN (SELECT hash(unnest(?::VARCHAR[]))) AND tbl = 'identifiers'""",
@@ -277,8 +295,14 @@ def timeline_sql(
         [rowids(con, look, keys, "event_keys"), keys],
     ).fetchall()
     rids = [int(x[0]) for x in got]
+    by_rowid = "SELECT * FROM events WHERE rowid IN (SELECT unnest(?::BIGINT[]))"
+    # The tail appended since the build, scanned only when there is one (the
+    # count, unlike max(rowid), comes from the table's metadata).
+    now = con.execute("SELECT count(*) FROM events").fetchone()
+    if now is not None and int(now[0]) == int(look["count"]):
+        return f"SELECT * FROM ({by_rowid}) WHERE {check}", [rids, keys]
     sql = f"""SELECT * FROM (
-        SELECT * FROM events WHERE rowid IN (SELECT unnest(?::BIGINT[]))
+        {by_rowid}
         UNION ALL
         SELECT * FROM events WHERE rowid >= ? AND ({scan}))
     WHERE {check}"""

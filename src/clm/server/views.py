@@ -648,7 +648,7 @@ def cohorts(r: Reader, months: int = 12) -> dict[str, Any]:
 # -- customers -----------------------------------------------------------------------
 
 
-def _exact_customer(r: Reader, q: str) -> str | None:
+def _exact_customer(r: Reader, q: str, look: dict[str, Any] | None) -> str | None:
     """The resolved customer `q` names exactly: a customer id, an identifier key, a
     raw user or anonymous id, an email or phone (hashed with the workspace salt as
     `identity.view.find_customer` does), or an id merged away into another.
@@ -672,13 +672,14 @@ def _exact_customer(r: Reader, q: str) -> str | None:
     marks = ", ".join("?" for _ in keys)
     where = f"(customer_id = ? OR identifier IN ({marks}))"
     args: list[Any] = [q, *keys]
-    look = r.look()
+    source = "customers"
     if look is not None:
-        # Only the rows the look-up points at: by customer id or by identifier.
-        where += " AND rowid IN (SELECT unnest(?::BIGINT[]))"
-        args.append(lookups.exact_rowids(con, look, q, keys))
+        # Only the rows the look-up points at (by customer id or by identifier),
+        # read by rowid before the comparison.
+        source = "(SELECT * FROM customers WHERE rowid IN (SELECT unnest(?::BIGINT[])))"
+        args.insert(0, lookups.exact_rowids(con, look, q, keys))
     found = con.execute(
-        f"SELECT customer_id FROM customers WHERE {where} "
+        f"SELECT customer_id FROM {source} WHERE {where} "
         "ORDER BY customer_id <> ?, identifier LIMIT 1",
         [*args, q],
     ).fetchone()
@@ -719,10 +720,10 @@ def search_customers(
     q = q.strip()
     if not q:
         return _all_customers(r, page, page_size)
-    hit = _exact_customer(r, q)
+    look = r.look()
+    hit = _exact_customer(r, q, look)
     exact = [hit] if hit else []
     low = q.lower()
-    look = r.look()
     # The exact hit leads page 1; the database ranks and pages the rest.
     skip = exact[0] if exact else ""
     offset = (page - 1) * page_size - (1 if exact and page > 1 else 0)
@@ -741,7 +742,7 @@ def search_customers(
         "q": q,
         **page_of(total, page, page_size),
         "capped": capped,
-        "rows": _customer_rows(r, chosen),
+        "rows": _customer_rows(r, look, chosen),
     }
 
 
@@ -757,15 +758,16 @@ def _all_customers(r: Reader, page: int, page_size: int) -> dict[str, Any]:
         "q": "",
         **page_of(total, page, page_size),
         "capped": False,
-        "rows": _customer_rows(r, chosen),
+        "rows": _customer_rows(r, r.look(), chosen),
     }
 
 
-def _customer_rows(r: Reader, chosen: list[str]) -> list[dict[str, Any]]:
+def _customer_rows(
+    r: Reader, look: dict[str, Any] | None, chosen: list[str]
+) -> list[dict[str, Any]]:
     """The profile summary of each customer in `chosen`, in that order."""
     where = "customer_id IN (SELECT unnest(?::VARCHAR[]))"
     args: list[Any] = [chosen]
-    look = r.look()
     if look is not None and chosen:
         where += " AND rowid IN (SELECT unnest(?::BIGINT[]))"
         args.append(lookups.rowids(r.wh.con.con, look, chosen, "profiles"))
@@ -792,6 +794,12 @@ def customer(
     from clm.identity.view import customer_view
 
     look = r.look()
+    if look is not None:
+        # Every rowid of the customer in one look-up, for all the tables below.
+        look = {
+            **look,
+            "mine": lookups.customer_rowids(r.wh.con.con, look, customer_id),
+        }
     resolved = _customer_table(r, look, "customers", customer_id, "1")
     if resolved.empty and _customer_table(r, look, "profiles", customer_id, "1").empty:
         raise NotFoundError(
@@ -832,7 +840,11 @@ def _customer_table(
     sql = lookups.customer_rows_sql(table, look)
     args: list[Any] = [cid]
     if look is not None:
-        args = [lookups.rowids(r.wh.con.con, look, [cid], table), cid]
+        mine = look.get("mine")
+        rids = mine.get(table, []) if mine is not None else None
+        if rids is None:
+            rids = lookups.rowids(r.wh.con.con, look, [cid], table)
+        args = [rids, cid]
     return r.sql(
         f"SELECT {cols} FROM ({sql})" + (f" ORDER BY {order}" if order else ""), args
     )
