@@ -33,7 +33,6 @@ import numpy as np
 import pyarrow as pa
 
 from clm.errors import ConfigError
-from clm.identity import graph
 from clm.identity.identifiers import (
     ANON,
     PLACEHOLDERS,
@@ -410,6 +409,10 @@ def _components(
     run_id: str,
 ) -> dict[str, int]:
     """The graph passes on the subgraph; writes `_id_assign` (i, label, status)."""
+    # Imported here: graph needs scipy, whose import costs every clm command a few
+    # tenths of a second; only resolution uses it.
+    from clm.identity import graph
+
     con = _db(wh)
     nodes = con.execute(
         f"""SELECT i, kind = 'user' AS is_user,
