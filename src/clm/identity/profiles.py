@@ -22,7 +22,7 @@ from clm.warehouse.engine import Warehouse
 log = logging.getLogger("clm.identity")
 
 PROFILE_SQL = """
-WITH ev AS ({ev}),
+WITH ev AS NOT MATERIALIZED ({ev}),
 trait_rows AS (
   SELECT e.ck, j.key AS trait, j.value AS value, e.timestamp, e.event_id
   FROM ev e, json_each(e.properties) j
@@ -86,7 +86,8 @@ def build_profiles(wh: Warehouse) -> Receipt:
     receipt = Receipt("profiles")
     con = _db(wh)
     # Each CTE reads the events joined to the customer keys (the run's, else made
-    # here): the filters of the trait rows reach the events scan before the join.
+    # here). `ev` is not materialised: the filters of the trait rows then reach the
+    # events scan before the join, and the JSON payloads are never copied.
     with receipt.timed("build"), customer_keys(wh) as made:
         ev = made.events(wh).select(
             "ck", "event_id", "timestamp", "type", "event", "channel", "utm_source",
