@@ -7,8 +7,10 @@ For each size the simulated shop (`clm demo --parquet`, ~10 events per customer,
 years) is generated once into bench/out/ (not timed), then a child process runs the
 pipeline on a fresh workspace through the Python API that the CLI uses: import the
 Parquet file, run the `ecommerce` model (weekly history over two years), compute its
-metrics per month. The child reports each step's wall time; the parent reads the child's
-peak resident memory from the operating system (ru_maxrss of the waited-for child).
+metrics per month. The child reports each step's wall time (`total` starts after
+Python has imported clm); the parent reads the child's peak resident memory and CPU
+seconds from the operating system (ru_maxrss, ru_utime + ru_stime of the waited-for
+child; CPU includes the interpreter's start).
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def run_once(customers: int) -> dict:
     data = ensure_data(customers)
     ws = OUT / f"ws-{customers}"
     shutil.rmtree(ws, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(ws), str(data)],
         capture_output=True,
@@ -89,12 +92,17 @@ def run_once(customers: int) -> dict:
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peak_kb = usage.ru_maxrss
+    # CPU seconds of the child (both cores): steadier than wall time on a machine
+    # shared with other jobs, though not immune to them.
+    cpu = usage.ru_utime + usage.ru_stime - cpu_before
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run sizes smallest
     # first.
     result["peak_rss_mb"] = round(max(peak_kb, before) / 1024)
     result["customers_in"] = customers
+    result["cpu_s"] = round(cpu, 1)
     shutil.rmtree(ws, ignore_errors=True)
     return result
 
@@ -114,7 +122,8 @@ def main() -> None:
             f"{s.get('keys', 0):.1f}, stages "
             f"{s['stages']:.1f}, profiles {s['profiles']:.1f}, precompute "
             f"{s['precompute']:.1f}), metrics {s['metrics']:.1f} s, "
-            f"total {s['total']:.1f} s, peak RSS {r['peak_rss_mb']:,} MB",
+            f"total {s['total']:.1f} s (CPU {r['cpu_s']:.1f} s), "
+            f"peak RSS {r['peak_rss_mb']:,} MB",
             flush=True,
         )
         print("   stage engine:", {k: round(v, 2) for k, v in r["run_steps"].items()})
