@@ -133,6 +133,8 @@ def endpoints(client: httpx.Client) -> list[tuple[str, str, bytes | None]]:
         "/api/v1/overview",
         "/api/v1/cohorts",
         f"/api/v1/customers?q={query}",
+        # A broad query (two letters): hits most customers, capped at 1,000.
+        f"/api/v1/customers?q={cid[:2]}",
         f"/api/v1/customers/{cid}",
         "/api/v1/rfm",
         "/api/v1/clv",

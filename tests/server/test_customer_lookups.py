@@ -97,13 +97,24 @@ def test_search_is_a_prefix_search_ranked_by_term(shop: Workspace) -> None:
 
 
 def test_search_is_capped(shop: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, fast = readers(shop)
+    # Marks every 3 terms: a search reads a short window of the sorted terms.
+    monkeypatch.setattr(lookups, "SPARSE", 3)
     monkeypatch.setattr(lookups, "SEARCH_CAP", 5)
-    want = expected_hits(shop, "anon:")
-    assert len(want) > 20
-    body = views.search_customers(fast, "anon:", 1, 50)
-    assert body["capped"] and body["total"] == 5
-    assert [row["customer_id"] for row in body["rows"]] == want[:5]
+    slow, fast = readers(shop)
+    for q in ("anon:", "a", "user-"):
+        want = expected_hits(shop, q)
+        assert len(want) > 20
+        for r in (slow, fast):
+            body = views.search_customers(r, q, 1, 50)
+            assert body["capped"] and body["total"] == 5
+            assert [row["customer_id"] for row in body["rows"]] == want[:5]
+    # Fewer hits than the cap: all of them, through the window too.
+    cid = expected_hits(shop, "user-")[0]
+    want = expected_hits(shop, cid[:-1])
+    assert 0 < len(want) < 5
+    body = views.search_customers(fast, cid[:-1], 1, 50)
+    assert not body["capped"]
+    assert [row["customer_id"] for row in body["rows"]] == want
 
 
 def test_timeline_through_the_look_up_equals_the_scan(shop: Workspace) -> None:

@@ -39,6 +39,7 @@ events (an erase) changes the stamp, and the tables are rebuilt.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -54,6 +55,8 @@ DB = "clm_lookups"
 TOP = chr(0x10FFFF)
 # A search lists at most this many customers (the best-matching terms first).
 SEARCH_CAP = 1000
+# One mark per this many rows of the sorted search terms.
+SPARSE = 1024
 
 # Identifier kinds whose value is kept in clear, so a prefix of it can be searched.
 # Emails and phones are hashed: they are found by the exact look-up only.
@@ -186,11 +189,29 @@ class Lookups:
                   FROM stage_history)
             ORDER BY h"""
         )
+        # Sorted by (term, customer id), the order a search ranks in; DuckDB keeps
+        # the insertion order, so rowids follow it too.
+        # With the rowid of the customer's profile (`prow`): a page of hits then
+        # reads its 50 profiles by rowid.
         cur.execute(
             f"""CREATE OR REPLACE TABLE {names["search"]} AS
-            SELECT DISTINCT term, customer_id FROM ({terms_sql()}) ORDER BY term"""
+            SELECT t.term, t.customer_id, min(p.rowid) AS prow
+            FROM ({terms_sql()}) t LEFT JOIN profiles p USING (customer_id)
+            GROUP BY ALL ORDER BY t.term, t.customer_id"""
         )
-        return {"stamp": stamp, "last_rowid": rows, "count": count, **names}
+        # Every SPARSE-th term with its rowid: a search bisects this list for where
+        # its prefix starts and reads only the rowids from there (see search_sql).
+        marks = cur.execute(
+            f"SELECT rowid, term FROM {names['search']} "
+            f"WHERE rowid % {SPARSE} = 0 ORDER BY rowid"
+        ).fetchall()
+        return {
+            "stamp": stamp,
+            "last_rowid": rows,
+            "count": count,
+            "marks": ([str(t) for _, t in marks], [int(r) for r, _ in marks]),
+            **names,
+        }
 
 
 # -- the timeline ---------------------------------------------------------------------
@@ -312,33 +333,54 @@ def timeline_sql(
 # -- search ---------------------------------------------------------------------------
 
 
-def search_sql(look: dict[str, Any] | None) -> str:
-    """SQL of one page of prefix hits: parameters (low, high, skip, limit, offset).
+def _terms_from(look: dict[str, Any] | None, low: str) -> str:
+    """The search terms a query starting with `low` needs to read.
+
+    Without a look-up, all of them (computed). With one, only the rows from the
+    last mark below `low` on: matches are contiguous in the sorted table, so the
+    first 4 x SEARCH_CAP of them lie within SPARSE + 4 x SEARCH_CAP rows of that
+    mark, and a rowid range is read without touching the rest (a broad query such
+    as `an`, matching a million terms, then costs what a narrow one does)."""
+    if look is None:
+        return f"(SELECT *, NULL::BIGINT AS prow FROM ({terms_sql()}))"
+    terms, rids = look["marks"]
+    # The last mark strictly below `low`: the first match comes after it and
+    # before the next mark, however many terms equal `low`.
+    i = bisect.bisect_left(terms, low) - 1
+    lo = rids[i] if i >= 0 else 0
+    hi = lo + SPARSE + 4 * SEARCH_CAP
+    return f"(SELECT * FROM {look['search']} WHERE rowid >= {lo} AND rowid < {hi})"
+
+
+def search_sql(look: dict[str, Any] | None, low: str) -> str:
+    """SQL of one page of hits of the lower-cased query `low`: parameters (low,
+    high, skip, limit, offset).
 
     Matching terms are taken in term order up to 4 x SEARCH_CAP rows (a customer has
     a few terms), grouped by customer and ranked by the customer's smallest matching
     term, then by id; `total` counts them and `capped` says whether the cap was
-    reached (then more customers match than are listed)."""
-    source = look["search"] if look else f"({terms_sql()})"
+    reached (then more customers match than are listed); `prow` is the rowid of
+    the customer's profile (NULL without a look-up)."""
+    source = _terms_from(look, low)
     cap = 4 * SEARCH_CAP
     return f"""
         WITH m AS (
-            SELECT term, customer_id FROM {source}
+            SELECT term, customer_id, prow FROM {source}
             WHERE term >= ? AND term < ?
             ORDER BY term, customer_id LIMIT {cap}),
         c AS (
-            SELECT customer_id, min(term) AS best FROM m
+            SELECT customer_id, min(term) AS best, min(prow) AS prow FROM m
             WHERE customer_id <> ? GROUP BY 1
             ORDER BY best, customer_id LIMIT {SEARCH_CAP})
-        SELECT customer_id, count(*) OVER () AS total,
+        SELECT customer_id, prow, count(*) OVER () AS total,
           (SELECT count(*) FROM m) >= {cap} AS capped
         FROM c ORDER BY best, customer_id LIMIT ? OFFSET ?"""
 
 
-def search_count_sql(look: dict[str, Any] | None) -> str:
+def search_count_sql(look: dict[str, Any] | None, low: str) -> str:
     """SQL of the number of hits alone (for a page past the last): parameters
     (low, high, skip)."""
-    source = look["search"] if look else f"({terms_sql()})"
+    source = _terms_from(look, low)
     cap = 4 * SEARCH_CAP
     return f"""
         WITH m AS (

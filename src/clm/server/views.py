@@ -729,20 +729,24 @@ def search_customers(
     offset = (page - 1) * page_size - (1 if exact and page > 1 else 0)
     limit = page_size - (1 if exact and page == 1 else 0)
     bounds = [low, low + lookups.TOP, skip]
-    found = r.sql(lookups.search_sql(look), [*bounds, limit, max(offset, 0)])
+    found = r.sql(lookups.search_sql(look, low), [*bounds, limit, max(offset, 0)])
     if found.empty:
         # Past the last page, or nothing: the count alone, for the page fields.
-        counted = r.sql(lookups.search_count_sql(look), bounds)
+        counted = r.sql(lookups.search_count_sql(look, low), bounds)
         n, capped = int(counted.total.iloc[0]), bool(counted.capped.iloc[0])
     else:
         n, capped = int(found.total.iloc[0]), bool(found.capped.iloc[0])
     total = n + len(exact)
     chosen = (exact if page == 1 else []) + [str(c) for c in found.customer_id]
+    prows = None
+    if look is not None and not exact:
+        # The profiles' rowids came with the hits (an exact hit has none).
+        prows = [int(x) for x in found.prow.dropna()]
     return {
         "q": q,
         **page_of(total, page, page_size),
         "capped": capped,
-        "rows": _customer_rows(r, look, chosen),
+        "rows": _customer_rows(r, look, chosen, prows),
     }
 
 
@@ -763,18 +767,25 @@ def _all_customers(r: Reader, page: int, page_size: int) -> dict[str, Any]:
 
 
 def _customer_rows(
-    r: Reader, look: dict[str, Any] | None, chosen: list[str]
+    r: Reader,
+    look: dict[str, Any] | None,
+    chosen: list[str],
+    prows: list[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """The profile summary of each customer in `chosen`, in that order."""
-    where = "customer_id IN (SELECT unnest(?::VARCHAR[]))"
-    args: list[Any] = [chosen]
-    if look is not None and chosen:
-        where += " AND rowid IN (SELECT unnest(?::BIGINT[]))"
-        args.append(lookups.rowids(r.wh.con.con, look, chosen, "profiles"))
+    """The profile summary of each customer in `chosen`, in that order; `prows`
+    are their profiles' rowids when the caller knows them."""
+    source, args = "profiles", []
+    if prows is None and look is not None and chosen:
+        prows = lookups.rowids(r.wh.con.con, look, chosen, "profiles")
+    if prows is not None:
+        # Rows by rowid first, compared after: with both filters on the table
+        # DuckDB may compare every customer id instead.
+        source = "(SELECT * FROM profiles WHERE rowid IN (SELECT unnest(?::BIGINT[])))"
+        args.append(prows)
     prof = r.sql(
         "SELECT customer_id, first_seen, last_seen, orders, revenue, stages, traits "
-        f"FROM profiles WHERE {where}",
-        args,
+        f"FROM {source} WHERE customer_id IN (SELECT unnest(?::VARCHAR[]))",
+        [*args, chosen],
     )
     by = {str(row["customer_id"]): row for row in records(prof)}
     rows = []
