@@ -198,5 +198,6 @@ class Intake:
             "accepted": self.accepted,
             "rejected": self.rejected,
             "fsyncs": self.spool.fsyncs,
+            "slowest_fsync_ms": round(self.spool.slowest_commit * 1000, 1),
             "loader": self.loader.status() if self.loader else None,
         }

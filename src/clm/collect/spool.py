@@ -116,6 +116,9 @@ class Spool:
         self._thread: threading.Thread | None = None
         self.sealed = threading.Event()  # set whenever a segment is sealed
         self.fsyncs = 0
+        # The slowest write + fsync so far: every request waiting on that group
+        # commit waited this long (reported by /v1/health).
+        self.slowest_commit = 0.0
         self.records = 0
 
     # -- life cycle -------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Spool:
 
     def _commit(self, batch: list[tuple[bytes, Future[None]]]) -> None:
         data = b"".join(d for d, _ in batch)
+        started = time.monotonic()
         try:
             view = memoryview(data)
             while view:
@@ -228,6 +232,7 @@ class Spool:
             return
         self._size += len(data)
         self.fsyncs += 1
+        self.slowest_commit = max(self.slowest_commit, time.monotonic() - started)
         self.records += data.count(b"\n")
         for _, fut in batch:
             fut.set_result(None)
