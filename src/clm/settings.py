@@ -87,6 +87,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How often (ms) the spool seals a segment and the loader runs",
     ),
     Setting(
+        "serve.dedup_window_minutes",
+        int,
+        1440,
+        "How far back (minutes) the loader looks for an event id already stored; "
+        "each load scans the ids received in that span",
+    ),
+    Setting(
         "serve.session_timeout_minutes",
         int,
         30,
