@@ -242,3 +242,54 @@ def test_loader_batches_are_capped_in_bytes(tmp_path: Path, monkeypatch) -> None
     assert loader._take(segs, 32) == segs[:2]
     assert loader._take(segs[3:], 32) == segs[3:]
     assert loader._take(segs, 1) == segs[:1]
+
+
+def test_dedup_window_setting(tmp_path: Path) -> None:
+    """With a 60-minute window an id stored 2 hours before the batch is stored
+    again, one stored 30 minutes before is not; a replay (same received_at) is
+    caught even with a window of 0."""
+    wh = Warehouse.duckdb(tmp_path / "w.duckdb")
+
+    def seg(n: int, *events: tuple[str, datetime]) -> Path:
+        path = tmp_path / f"seg-{n:012d}.jsonl"
+        path.write_bytes(
+            b"".join(
+                orjson.dumps(
+                    {
+                        "k": "e",
+                        "event_id": e,
+                        "type": "track",
+                        "event": "X",
+                        "anonymous_id": "a",
+                        "timestamp": at,
+                        "received_at": at,
+                        "source": "segment:t",
+                        "protocol": "segment",
+                    }
+                )
+                + b"\n"
+                for e, at in events
+            )
+        )
+        return path
+
+    noon = datetime(2026, 1, 5, 12)
+    load_segments(
+        wh,
+        [
+            seg(
+                1,
+                ("early", datetime(2026, 1, 5, 10)),
+                ("late", datetime(2026, 1, 5, 11, 30)),
+            )
+        ],
+    )
+    again = seg(2, ("early", noon), ("late", noon))
+    assert load_segments(wh, [again], dedup_window_minutes=60)["events_written"] == 1
+    replay = seg(3, ("late", datetime(2026, 1, 5, 11, 30)))
+    assert load_segments(wh, [replay], dedup_window_minutes=0)["events_written"] == 0
+    rows = wh.con.con.execute(
+        "SELECT event_id, count(*) FROM events GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert rows == [("early", 2), ("late", 1)]
+    wh.close()

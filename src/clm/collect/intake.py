@@ -38,6 +38,7 @@ class CollectorConfig:
     batch_size: int = 32
     flush_interval: float = 1.0
     session_timeout_minutes: int = 30
+    dedup_window_minutes: int = 1440
     anonymize_ip: bool = True
     bot_filter: bool = True
     loader_threads: int = 1
@@ -65,6 +66,7 @@ class CollectorConfig:
             batch_size=max(1, config["serve.batch_size"]),
             flush_interval=max(10, config["serve.flush_interval_ms"]) / 1000,
             session_timeout_minutes=config["serve.session_timeout_minutes"],
+            dedup_window_minutes=max(0, config["serve.dedup_window_minutes"]),
             anonymize_ip=bool(config["serve.anonymize_ip"]),
             bot_filter=bool(config["serve.bot_filter"]),
         )
@@ -118,6 +120,7 @@ class Intake:
                 wake=self.spool.sealed,
                 session_timeout_minutes=self.config.session_timeout_minutes,
                 bot_filter=self.config.bot_filter,
+                dedup_window_minutes=self.config.dedup_window_minutes,
             )
             self.loader.load_pending()  # what a previous run acknowledged comes first
             self.loader.start()

@@ -13,12 +13,19 @@ the segments in place, and they are loaded again on restart. That second load ad
 nothing, because the insert skips every `event_id` already in `events` (and keeps one
 row per `event_id` within the batch, so a client's retried message counts once).
 Rejects are matched on (source, rejected_at, field, raw) the same way. The event-id
-check looks at events received up to `DEDUP_WINDOW_HOURS` before the batch, so
-that its cost does not grow with the warehouse: a client resending a messageId
-more than a day after the first attempt would be stored twice (SDKs retry within
-minutes; a replayed segment keeps its original received_at). Progress is
-therefore never "marked" anywhere but in the warehouse itself, which is the only
-mark that cannot disagree with the data.
+check looks at events received up to `serve.dedup_window_minutes` (default a day)
+before the batch, so that its cost does not grow with the warehouse: a client
+resending a messageId later than that would be stored twice (SDKs retry within
+minutes; a replayed segment keeps its original received_at, so a replay is caught
+with any window, 0 included). Progress is therefore never "marked" anywhere but in
+the warehouse itself, which is the only mark that cannot disagree with the data.
+
+Known cost: the check scans the ids of every event received in the window (about
+17 ns per id here), so per loaded event it costs about 17 ns × window / load
+interval, whatever the rate: with a day's window and a load a second, 1.5 ms per
+event once a day of events is stored at a high rate. A collector taking tens of
+thousands of events per second for hours needs a window of minutes (measured in
+docs/benchmarks-collector.md).
 """
 
 from __future__ import annotations
@@ -73,7 +80,9 @@ DEDUP_WINDOW_HOURS = 24
 LOADER_NICE = 10
 
 
-def _spool_table(con: Any, files: list[Path]) -> tuple[int, int, str]:
+def _spool_table(
+    con: Any, files: list[Path], window_minutes: int
+) -> tuple[int, int, str]:
     """Read `files` into temp table `_clm_spool`; (events, rejects, dedup start)."""
     paths = "[" + ", ".join(_q(str(p)) for p in files) + "]"
     read = (
@@ -84,7 +93,7 @@ def _spool_table(con: Any, files: list[Path]) -> tuple[int, int, str]:
     seen = con.execute(
         "SELECT count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'r'), "
         f"strftime(coalesce(min(received_at), now()::TIMESTAMP) "
-        f"- INTERVAL {DEDUP_WINDOW_HOURS} HOUR, '%Y-%m-%d %H:%M:%S.%f') "
+        f"- INTERVAL {int(window_minutes)} MINUTE, '%Y-%m-%d %H:%M:%S.%f') "
         "FROM _clm_spool"
     ).fetchone()
     assert seen is not None
@@ -215,6 +224,7 @@ def load_segments(
     *,
     session_timeout_minutes: int = 30,
     bot_filter: bool = True,
+    dedup_window_minutes: int = DEDUP_WINDOW_HOURS * 60,
 ) -> dict[str, int]:
     """Insert the records of `files` (sealed segments); return counts. Idempotent.
 
@@ -231,7 +241,7 @@ def load_segments(
     con = wh.con.con.cursor()
     con.execute("BEGIN TRANSACTION")
     try:
-        n_events, n_rejects, since = _spool_table(con, files)
+        n_events, n_rejects, since = _spool_table(con, files, dedup_window_minutes)
         written = 0
         if n_events:
             _new_events(con, since)
@@ -341,11 +351,13 @@ class Loader:
         wake: threading.Event | None = None,
         session_timeout_minutes: int = 30,
         bot_filter: bool = True,
+        dedup_window_minutes: int = DEDUP_WINDOW_HOURS * 60,
     ) -> None:
         self.wh, self.directory = wh, Path(directory)
         self.options: dict[str, Any] = {
             "session_timeout_minutes": session_timeout_minutes,
             "bot_filter": bot_filter,
+            "dedup_window_minutes": dedup_window_minutes,
         }
         self.batch_files, self.interval = batch_files, interval
         self.wake = wake or threading.Event()
