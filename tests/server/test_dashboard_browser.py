@@ -5,6 +5,7 @@ shows its error inline. Only pages served on 127.0.0.1 are loaded."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -138,4 +139,34 @@ def test_invalid_draft_shows_inline_error(page: Any, server: Served) -> None:
     ).json()
     # The preview lists every stage of the model, empty ones too.
     assert page.locator("#preview tbody tr").count() == len(model["stages"])
+    # The saved model's text: the stored populations, said so, without margins.
+    assert "saved model" in page.locator("#preview-note").inner_text()
+    assert page.locator("#preview tbody td").nth(2).inner_text() == ""
+    # An edited draft (a new version): the note names the method and the sample.
+    area.fill(text.replace("version: 1", "version: 3", 1))
+    page.wait_for_selector("#validation.ok")
+    page.click("#preview-button")
+    page.wait_for_function(
+        "document.getElementById('preview-note').textContent.includes('customers')"
+        " && !document.getElementById('preview-note').textContent.includes('saved')"
+    )
+    note = page.locator("#preview-note").inner_text()
+    # 2,000 demo customers fit the sample: every one is replayed, exactly.
+    assert "all" in note and "2,000" in note.replace("\u202f", ",")
     assert page.errors == []
+
+
+def test_preview_note_in_german(browser: Any, server: Served) -> None:
+    ctx = browser.new_context(locale="de-DE")
+    ctx.add_cookies([{"name": "clm_token", "value": TOKEN, "url": server.url}])
+    pg = ctx.new_page()
+    pg.goto(server.url + "/models")
+    pg.click("#preview-button")
+    pg.wait_for_selector("#preview tbody tr")
+    note = pg.locator("#preview-note").inner_text()
+    assert "gespeicherte Modell" in note
+    # A German date: day.month.year.
+    assert re.search(r"\d{2}\.\d{2}\.\d{4}", note), note
+    pg.goto(server.url + "/customers?q=user-")
+    assert "Anfang" in pg.locator("#search-rule").inner_text()
+    ctx.close()
