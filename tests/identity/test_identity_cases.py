@@ -300,8 +300,18 @@ def test_erasure_leaves_no_row_behind(wh, tmp_path):
         "INSERT INTO rejected (source, reason, raw) VALUES "
         "('x', 'bad', '{\"userId\": \"EVE\"}'), ('x', 'bad', '{\"userId\": \"OTHER\"}')"
     )
+    wh.con.con.execute(
+        "INSERT INTO customer_value (customer_id, predicted_clv) "
+        "VALUES ('EVE', 12.5), ('OTHER', 3.0)"
+    )
+    wh.con.con.execute(
+        "INSERT INTO view_cache (key, body) VALUES "
+        '(\'["stage"]\', \'{"customers": ["EVE", "X"]}\'), '
+        '(\'["other"]\', \'{"customers": ["EVELYN"]}\')'
+    )
     out = export_customer(wh, "EVE", tmp_path / "eve.json")
     doc = json.loads(out.read_text())
+    assert [r["predicted_clv"] for r in doc["customer_value"]] == [12.5]
     assert sorted(e["event_id"] for e in doc["events"]) == ["e1", "e2"]
     assert len(doc["customers"]) == 3  # user:EVE, anon:A, email:<hash>
 
@@ -317,6 +327,8 @@ def test_erasure_leaves_no_row_behind(wh, tmp_path):
         "profiles": "customer_id = 'EVE'",
         "stage_history": "customer_id = 'EVE'",
         "rejected": "raw LIKE '%EVE%'",
+        "customer_value": "customer_id = 'EVE'",
+        "view_cache": "body LIKE '%\"EVE\"%'",
         "erasures": "rows LIKE '%EVE%' OR rows LIKE '%eve@%'",
     }
     for table, where in checks.items():
@@ -326,6 +338,9 @@ def test_erasure_leaves_no_row_behind(wh, tmp_path):
     assert owners(wh) == {"e3": "OTHER"}
     assert con.execute("SELECT count(*) FROM rejected").fetchone()[0] == 1
     assert con.execute("SELECT count(*) FROM erasures").fetchone()[0] == 1
+    # Another customer's value and a cached answer naming a different id stay.
+    assert con.execute("SELECT count(*) FROM customer_value").fetchone()[0] == 1
+    assert con.execute("SELECT key FROM view_cache").fetchall() == [('["other"]',)]
 
 
 def test_view_pages_the_timeline(wh):

@@ -2,8 +2,9 @@
 
 `export_customer` writes everything stored about a person as one JSON document: the
 profile, identifiers, links, merges, conflicts, blocks, every event and the stage
-history. `erase_customer` deletes the same rows, plus rejected rows that quote one of
-the person's raw ids, and records the erasure as a random id, a time and per-table row
+history and the predicted value. `erase_customer` deletes the same rows, plus rejected
+rows that quote one of the person's raw ids and precomputed dashboard answers that
+name them, and records the erasure as a random id, a time and per-table row
 counts: nothing that could identify the person. Aggregates computed from these rows
 (stage populations, KPIs) change on the next `clm run`; `clm customer erase` runs it.
 """
@@ -37,7 +38,12 @@ WHERE: dict[str, str] = {
     ),
     "stage_history": "customer_id = $cid",
     "stage_transitions": "customer_id = $cid",
+    "customer_value": "customer_id = $cid",
 }
+# Precomputed dashboard answers (lists of a stage's customers, for example) are JSON
+# text that may quote the customer id: those answers are deleted, not edited, and the
+# pages compute them afresh until the next `clm run` stores them again.
+VIEW_CACHE_WHERE = "contains(body, '\"' || $cid || '\"')"
 
 
 def _prepare(wh: Warehouse, cid: str) -> Any:
@@ -120,6 +126,9 @@ def erase_customer(wh: Warehouse, customer_id: str) -> Receipt:
                 counts[table] = _delete(con, table, WHERE[table], customer_id)
             counts["rejected"] = _delete(
                 con, "rejected", _rejected_where(), customer_id
+            )
+            counts["view_cache"] = _delete(
+                con, "view_cache", VIEW_CACHE_WHERE, customer_id
             )
             con.execute(
                 "INSERT INTO erasures VALUES (?, now()::TIMESTAMP, ?)",
