@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from clm.collect.sessions import ensure_state
 from clm.errors import NotFoundError
 from clm.identity.profiles import build_profiles
 from clm.identity.resolve import customer_events, resolve
@@ -309,6 +310,11 @@ def test_erasure_leaves_no_row_behind(wh, tmp_path):
         '(\'["stage"]\', \'{"customers": ["EVE", "X"]}\'), '
         '(\'["other"]\', \'{"customers": ["EVELYN"]}\')'
     )
+    ensure_state(wh.con.con)
+    wh.con.con.execute(
+        "INSERT INTO collect_sessions (visitor_key, session_id) VALUES "
+        "(md5_number('A'), 's1'), (md5_number('EVE'), 's2'), (md5_number('B'), 's3')"
+    )
     out = export_customer(wh, "EVE", tmp_path / "eve.json")
     doc = json.loads(out.read_text())
     assert [r["predicted_clv"] for r in doc["customer_value"]] == [12.5]
@@ -341,6 +347,10 @@ def test_erasure_leaves_no_row_behind(wh, tmp_path):
     # Another customer's value and a cached answer naming a different id stay.
     assert con.execute("SELECT count(*) FROM customer_value").fetchone()[0] == 1
     assert con.execute("SELECT key FROM view_cache").fetchall() == [('["other"]',)]
+    # EVE's ids (user id EVE, anonymous id A) lose their session state; B keeps it.
+    assert con.execute("SELECT session_id FROM collect_sessions").fetchall() == [
+        ("s3",)
+    ]
 
 
 def test_view_pages_the_timeline(wh):

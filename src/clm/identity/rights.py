@@ -1,12 +1,13 @@
 """Data subject rights (GDPR Art. 15, 17, 20): export and erase one customer.
 
 `export_customer` writes everything stored about a person as one JSON document: the
-profile, identifiers, links, merges, conflicts, blocks, every event and the stage
-history and the predicted value. `erase_customer` deletes the same rows, plus rejected
-rows that quote one of the person's raw ids and precomputed dashboard answers that
-name them, and records the erasure as a random id, a time and per-table row
-counts: nothing that could identify the person. Aggregates computed from these rows
-(stage populations, KPIs) change on the next `clm run`; `clm customer erase` runs it.
+profile, identifiers, links, merges, conflicts, blocks, every event, the stage history
+and the predicted value. `erase_customer` deletes the same rows, plus rejected rows
+that quote one of the person's raw ids, precomputed dashboard answers that name them
+and the collector's session state of their ids, and records the erasure as a random
+id, a time and per-table row counts: nothing that could identify the person.
+Aggregates computed from these rows (stage populations, KPIs) change on the next
+`clm run`; `clm customer erase` runs it.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ WHERE: dict[str, str] = {
 # text that may quote the customer id: those answers are deleted, not edited, and the
 # pages compute them afresh until the next `clm run` stores them again.
 VIEW_CACHE_WHERE = "contains(body, '\"' || $cid || '\"')"
+# The collector's session state (created by its loader, see clm.collect.sessions)
+# keys a visitor by md5_number of their anonymous or user id.
+SESSIONS_TABLE = "collect_sessions"
+SESSIONS_WHERE = "visitor_key IN (SELECT md5_number(v) FROM _clm_raw)"
 
 
 def _prepare(wh: Warehouse, cid: str) -> Any:
@@ -130,6 +135,10 @@ def erase_customer(wh: Warehouse, customer_id: str) -> Receipt:
             counts["view_cache"] = _delete(
                 con, "view_cache", VIEW_CACHE_WHERE, customer_id
             )
+            if _exists(con, SESSIONS_TABLE):
+                counts[SESSIONS_TABLE] = _delete(
+                    con, SESSIONS_TABLE, SESSIONS_WHERE, customer_id
+                )
             con.execute(
                 "INSERT INTO erasures VALUES (?, now()::TIMESTAMP, ?)",
                 [erasure_id, json.dumps(counts, sort_keys=True)],
@@ -146,6 +155,13 @@ def erase_customer(wh: Warehouse, customer_id: str) -> Receipt:
     receipt.counts.update(counts)
     receipt.details["erasure_id"] = erasure_id
     return receipt
+
+
+def _exists(con: Any, table: str) -> bool:
+    row = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _delete(con: Any, table: str, where: str, cid: str) -> int:
