@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -292,4 +292,68 @@ def test_dedup_window_setting(tmp_path: Path) -> None:
         "SELECT event_id, count(*) FROM events GROUP BY 1 ORDER BY 1"
     ).fetchall()
     assert rows == [("early", 2), ("late", 1)]
+    wh.close()
+
+
+def _id_segment(path: Path, events: list[tuple[str, datetime]]) -> Path:
+    path.write_bytes(
+        b"".join(
+            orjson.dumps(
+                {
+                    "k": "e",
+                    "event_id": e,
+                    "type": "track",
+                    "event": "X",
+                    "anonymous_id": "a",
+                    "timestamp": at,
+                    "received_at": at,
+                    "source": "segment:t",
+                    "protocol": "segment",
+                }
+            )
+            + b"\n"
+            for e, at in events
+        )
+    )
+    return path
+
+
+def test_recent_ids_dedup_across_loads(tmp_path: Path) -> None:
+    """With the loader's in-memory RecentIds the same answers as the SQL check: a
+    retried id within the window is skipped, one outside it is stored again, an id
+    twice in one batch counts once; a hash in memory that no stored event has (as a
+    collision would be) drops nothing."""
+    import numpy as np
+
+    from clm.collect.loader import RecentIds
+
+    wh = Warehouse.duckdb(tmp_path / "w.duckdb")
+    recent = RecentIds(timedelta(minutes=60))
+    t0 = datetime(2026, 1, 5, 10)
+
+    def load(n: int, events: list[tuple[str, datetime]]) -> int:
+        seg = _id_segment(tmp_path / f"seg-{n:012d}.jsonl", events)
+        out = load_segments(wh, [seg], dedup_window_minutes=60, recent=recent)
+        return out["events_written"]
+
+    # First load: nothing in memory yet, the SQL check runs and fills `recent`.
+    assert load(1, [("a", t0), ("b", t0), ("a", t0)]) == 2
+    assert recent.covers(t0 - timedelta(minutes=60)) and len(recent) == 2
+    # 10 minutes later: "a" again (skipped), "c" new.
+    t1 = t0 + timedelta(minutes=10)
+    assert load(2, [("a", t1), ("c", t1)]) == 1
+    # A fake hash of "zzz" put in memory: found there, not in events, so stored.
+    h = wh.con.con.execute("SELECT hash('zzz')").fetchone()[0]
+    recent.add(np.array([h], dtype=np.uint64), t1, t1)
+    assert load(3, [("zzz", t1)]) == 1
+    # Three hours on, the generations of "a" and "b" have left the 60-minute
+    # window: both are stored again, "zzz" (within 60 minutes of nothing) too.
+    t2 = t0 + timedelta(hours=3)
+    assert load(4, [("x", t2)]) == 1
+    t3 = t2 + timedelta(minutes=20)
+    assert load(5, [("a", t3), ("b", t3), ("x", t3)]) == 2
+    rows = wh.con.con.execute(
+        "SELECT event_id, count(*) FROM events GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert rows == [("a", 2), ("b", 2), ("c", 1), ("x", 1), ("zzz", 1)]
     wh.close()

@@ -20,12 +20,18 @@ minutes; a replayed segment keeps its original received_at, so a replay is caugh
 with any window, 0 included). Progress is therefore never "marked" anywhere but in
 the warehouse itself, which is the only mark that cannot disagree with the data.
 
-Known cost: the check scans the ids of every event received in the window (about
-17 ns per id here), so per loaded event it costs about 17 ns × window / load
-interval, whatever the rate: with a day's window and a load a second, 1.5 ms per
-event once a day of events is stored at a high rate. A collector taking tens of
-thousands of events per second for hours needs a window of minutes (measured in
-docs/benchmarks-collector.md).
+How the check stays cheap: the `Loader` keeps the hashes of the ids stored in the
+window in memory (`RecentIds`, rebuilt from `events` by the first load after a start,
+which checks in SQL) and looks up only the batch's ids there, so a load's check costs
+the same however much the window holds; an id found there is confirmed against
+`events` before it is dropped (a scan of the window as before, but only in loads that
+hold a retried id or a hash collision). Memory: about 8 bytes per id in the window for
+all but the newest quarter of it (a Python set, about 70 bytes per id), so a day's
+window at a sustained 1,000 events/s holds 86 million ids, about 2 GB: such a
+collector wants a window of hours. Known limit: ids written to `events` by anything
+else while the server runs (a file import) are not in memory, so the collector would
+store an event with such an id again (the SQL check of earlier versions caught those
+within the window).
 """
 
 from __future__ import annotations
@@ -36,8 +42,12 @@ import os
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from clm.collect.enrich import UTM, campaign_and_channel, parse_user_agent
 from clm.collect.sessions import assign_sessions
@@ -59,8 +69,11 @@ def _columns() -> str:
     cols: dict[str, str] = {"k": "VARCHAR"}
     for name, dtype in EVENTS.items():
         cols[name] = _DUCK[str(dtype).split("(")[0]]
-    # Objects in today's records, JSON text in those of older versions.
-    cols.update(properties="JSON", context="JSON")
+    # Objects in today's records, JSON strings in those of older versions. Read as
+    # VARCHAR, either arrives as the text to store (an object as its JSON text, a
+    # string as its content). `context` stays JSON: its type tells an older
+    # record (enriched already) apart.
+    cols.update(properties="VARCHAR", context="JSON")
     # The request path keeps `context.clm` apart (a client's own, rarely sent) and
     # the protocol; the loader builds `context.clm` from them (see _context_sql).
     cols.update(clm_in="JSON", protocol="VARCHAR")
@@ -82,8 +95,9 @@ LOADER_NICE = 10
 
 def _spool_table(
     con: Any, files: list[Path], window_minutes: int
-) -> tuple[int, int, str]:
-    """Read `files` into temp table `_clm_spool`; (events, rejects, dedup start)."""
+) -> tuple[int, int, str, datetime | None, datetime | None]:
+    """Read `files` into temp table `_clm_spool`; (events, rejects, dedup start,
+    oldest and newest received_at of the events)."""
     paths = "[" + ", ".join(_q(str(p)) for p in files) + "]"
     read = (
         f"read_json({paths}, format='newline_delimited', columns={COLUMNS}, "
@@ -93,34 +107,157 @@ def _spool_table(
     seen = con.execute(
         "SELECT count(*) FILTER (WHERE k = 'e'), count(*) FILTER (WHERE k = 'r'), "
         f"strftime(coalesce(min(received_at), now()::TIMESTAMP) "
-        f"- INTERVAL {int(window_minutes)} MINUTE, '%Y-%m-%d %H:%M:%S.%f') "
-        "FROM _clm_spool"
+        f"- INTERVAL {int(window_minutes)} MINUTE, '%Y-%m-%d %H:%M:%S.%f'), "
+        "min(received_at) FILTER (WHERE k = 'e'), "
+        "max(received_at) FILTER (WHERE k = 'e') FROM _clm_spool"
     ).fetchone()
     assert seen is not None
-    return int(seen[0]), int(seen[1]), str(seen[2])
+    return int(seen[0]), int(seen[1]), str(seen[2]), seen[3], seen[4]
 
 
-def _new_events(con: Any, since: str) -> None:
-    """Temp table `_clm_new`: the batch's events not yet stored, one per event_id.
+class RecentIds:
+    """Hashes of the event ids stored in the dedup window, in memory, so that the
+    loader checks a batch's ids without reading the warehouse (see the module
+    docstring).
 
-    Ids already stored are found by a semi-join driven by the (small) batch, over
-    the events received from a day before the batch's oldest event on; the scan
-    skips older row groups by their min/max of received_at, so a load costs the same
-    in a warehouse of any size. A day covers SDK retries (minutes) and crash replays
-    (their received_at is the original one).
+    The hashes are 64-bit (DuckDB's `hash` of the event id). Ids are kept in
+    generations of a quarter of the window each: the newest is a Python set (cheap
+    to add to), older ones are sorted numpy arrays (8 bytes per id, searched with
+    `searchsorted`). A generation is dropped once its newest event left the window,
+    so an id is held for one to one and a quarter windows and a check costs a set
+    look-up plus at most five binary searches per id, whatever the warehouse holds.
+    `since` is the oldest received_at from which on every stored id is known;
+    a batch reaching further back (a replay of old segments) is checked in SQL.
+    A hash found here is only a candidate: the loader confirms it against `events`
+    (a scan of the window, only in loads that have candidates), so a collision
+    never drops an event.
     """
-    # Within the batch the first record of an id wins (file order is spool order):
-    # a semi-join on the smallest rowid per id is cheaper than a window over ids.
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _clm_new AS
-        SELECT row_number() OVER () AS rid, s.* FROM _clm_spool s
-        SEMI JOIN (SELECT min(rowid) AS r FROM _clm_spool WHERE k = 'e'
-                   GROUP BY event_id) f ON s.rowid = f.r
-        WHERE s.event_id NOT IN (
-          SELECT event_id FROM events
-          WHERE received_at >= TIMESTAMP {_q(since)}
-            AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e'))"""
-    )
+
+    def __init__(self, window: timedelta) -> None:
+        self.window = window
+        self.span = max(window / 4, timedelta(seconds=1))
+        self.since: datetime | None = None  # None: nothing known yet
+        self.frozen: list[tuple[datetime, np.ndarray]] = []  # (newest, hashes)
+        self.current: set[int] = set()
+        self.current_start: datetime | None = None
+        self.current_newest: datetime | None = None
+
+    def __len__(self) -> int:
+        return len(self.current) + sum(len(a) for _, a in self.frozen)
+
+    def covers(self, since: datetime) -> bool:
+        return self.since is not None and since >= self.since
+
+    def reset(self, since: datetime, hashes: np.ndarray, newest: datetime) -> None:
+        """Start over from every id stored since `since` (read from `events`)."""
+        self.since = since
+        self.frozen = [(newest, np.sort(hashes.astype(np.uint64)))]
+        self.current, self.current_start, self.current_newest = set(), None, None
+
+    def seen(self, hashes: np.ndarray) -> np.ndarray:
+        """A boolean mask: which of `hashes` (uint64) may have been stored."""
+        found = np.zeros(len(hashes), dtype=bool)
+        if self.current:
+            cur = self.current
+            found |= np.fromiter(
+                (h in cur for h in hashes.tolist()), dtype=bool, count=len(hashes)
+            )
+        for _, arr in self.frozen:
+            if len(arr):
+                at = np.searchsorted(arr, hashes)
+                found |= arr[np.minimum(at, len(arr) - 1)] == hashes
+        return found
+
+    def add(self, hashes: np.ndarray, oldest: datetime, newest: datetime) -> None:
+        """Record the ids of a committed load received from `oldest` to `newest`."""
+        if self.current_start is None:
+            self.current_start = oldest
+        self.current.update(hashes.tolist())
+        self.current_newest = max(self.current_newest or newest, newest)
+        if newest - self.current_start >= self.span:
+            self.frozen.append(
+                (
+                    self.current_newest,
+                    np.sort(np.fromiter(self.current, np.uint64, len(self.current))),
+                )
+            )
+            self.current, self.current_start, self.current_newest = set(), None, None
+        # Generations wholly out of the window go; ids after them stay known.
+        cutoff = oldest - self.window
+        while self.frozen and self.frozen[0][0] < cutoff:
+            gone, _ = self.frozen.pop(0)
+            if self.since is not None:
+                self.since = max(self.since, gone)
+
+
+def _new_events(
+    con: Any, since: str, n_events: int, recent: RecentIds | None
+) -> tuple[np.ndarray | None, int]:
+    """View `_clm_new`: the batch's events not yet stored, one per event_id (the
+    first record of an id in file order, which is spool order), with `rid` unique.
+
+    Returns the hashes of the ids kept (for `recent`, once committed) and the
+    number of events kept. With `recent` covering `since`, ids are looked up in
+    memory, and only candidates found there are confirmed against `events`;
+    otherwise (first load after a start, a replay of old segments, tests calling
+    `load_segments` alone) ids already stored are found by a semi-join over the
+    events received since `since`, and `recent` is rebuilt from them.
+    """
+    first = con.execute(
+        "SELECT min(rowid) AS r, hash(event_id) AS h FROM _clm_spool "
+        "WHERE k = 'e' GROUP BY event_id"
+    ).fetchnumpy()
+    rows, hashes = first["r"], first["h"]
+    since_ts = datetime.fromisoformat(since)
+    if recent is not None and recent.covers(since_ts):
+        candidates = recent.seen(hashes)
+        drop = np.zeros(len(rows), dtype=bool)
+        if candidates.any():
+            hit = con.execute(
+                f"""SELECT s.rowid AS r FROM _clm_spool s
+                WHERE s.rowid IN (SELECT unnest(?::BIGINT[]))
+                  AND s.event_id IN (SELECT event_id FROM events
+                                     WHERE received_at >= TIMESTAMP {_q(since)})""",
+                [rows[candidates].tolist()],
+            ).fetchnumpy()["r"]
+            drop = np.isin(rows, hit)
+    else:
+        stored = con.execute(
+            f"""SELECT hash(event_id) AS h FROM events
+            WHERE received_at >= TIMESTAMP {_q(since)}"""
+        ).fetchnumpy()
+        newest = con.execute(
+            f"""SELECT max(received_at) FROM events
+            WHERE received_at >= TIMESTAMP {_q(since)}"""
+        ).fetchone()
+        known = con.execute(
+            f"""SELECT s.r FROM (SELECT min(rowid) AS r, event_id FROM _clm_spool
+                WHERE k = 'e' GROUP BY event_id) s
+            WHERE s.event_id IN (SELECT event_id FROM events
+                                 WHERE received_at >= TIMESTAMP {_q(since)})"""
+        ).fetchnumpy()["r"]
+        drop = np.isin(rows, known)
+        if recent is not None:
+            last = newest[0] if newest and newest[0] is not None else since_ts
+            recent.reset(since_ts, stored["h"], last)
+    keep = rows[~drop]
+    if len(keep) == n_events:
+        # The common case: no id twice, none stored before; no join needed.
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW _clm_new AS "
+            "SELECT rowid AS rid, * FROM _clm_spool WHERE k = 'e'"
+        )
+    else:
+        con.register("_clm_keep", pa.table({"r": pa.array(keep, pa.int64())}))
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _clm_keep_t AS SELECT r FROM _clm_keep"
+        )
+        con.unregister("_clm_keep")
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW _clm_new AS SELECT rowid AS rid, * "
+            "FROM _clm_spool WHERE rowid IN (SELECT r FROM _clm_keep_t)"
+        )
+    return hashes[~drop], len(keep)
 
 
 def _values_table(
@@ -225,11 +362,14 @@ def load_segments(
     session_timeout_minutes: int = 30,
     bot_filter: bool = True,
     dedup_window_minutes: int = DEDUP_WINDOW_HOURS * 60,
+    recent: RecentIds | None = None,
 ) -> dict[str, int]:
     """Insert the records of `files` (sealed segments); return counts. Idempotent.
 
     Events are enriched here, per batch: user agent (browser, OS, device, bot),
-    utm_* from the page URL, channel and session (see `sessions.py`).
+    utm_* from the page URL, channel and session (see `sessions.py`). `recent`
+    (the loader's, kept across loads) makes the event-id check independent of the
+    window's size; without it the check reads the window from `events`.
     """
     if not files:
         return {"events_written": 0, "duplicates_skipped": 0, "rejected": 0}
@@ -241,10 +381,12 @@ def load_segments(
     con = wh.con.con.cursor()
     con.execute("BEGIN TRANSACTION")
     try:
-        n_events, n_rejects, since = _spool_table(con, files, dedup_window_minutes)
-        written = 0
+        n_events, n_rejects, since, oldest, newest = _spool_table(
+            con, files, dedup_window_minutes
+        )
+        written, kept_hashes = 0, None
         if n_events:
-            _new_events(con, since)
+            kept_hashes, _ = _new_events(con, since, n_events, recent)
             _enrichment_tables(con)
             # Records of an older clm carry properties/context as JSON text (a
             # JSON string) and were enriched already; today's carry objects.
@@ -252,11 +394,7 @@ def load_segments(
             # and the big JSON texts are copied once, by the INSERT.
             con.execute(
                 f"""CREATE OR REPLACE TEMP VIEW _clm_rows AS
-                SELECT n.* EXCLUDE (properties, context, protocol, {", ".join(UTM)},
-                                    channel),
-                  CASE WHEN json_type(n.properties) = 'VARCHAR'
-                       THEN n.properties ->> '$' ELSE n.properties::VARCHAR END
-                    AS properties,
+                SELECT n.* EXCLUDE (context, protocol, {", ".join(UTM)}, channel),
                   CASE WHEN json_type(n.context) = 'VARCHAR'
                        THEN n.context ->> '$'
                        ELSE coalesce(n.context::VARCHAR, '{{}}') END AS context,
@@ -286,8 +424,10 @@ def load_segments(
             assert row is not None
             written = int(row[0])
             con.execute("DROP VIEW _clm_rows")
-            for t in ("_clm_new", "_clm_ua", "_clm_ch", "_clm_sess"):
+            con.execute("DROP VIEW _clm_new")
+            for t in ("_clm_ua", "_clm_ch", "_clm_sess"):
                 con.execute(f"DROP TABLE {t}")
+            con.execute("DROP TABLE IF EXISTS _clm_keep_t")
         if n_rejects:
             con.execute(
                 f"""INSERT INTO rejected ({rcols}, import_id)
@@ -306,6 +446,9 @@ def load_segments(
         ) from exc
     finally:
         con.close()
+    if recent is not None and kept_hashes is not None:
+        assert oldest is not None and newest is not None
+        recent.add(kept_hashes, oldest, newest)
 
     # Deleting only now is what makes a crash in between harmless (see above).
     for p in files:
@@ -359,6 +502,7 @@ class Loader:
             "bot_filter": bot_filter,
             "dedup_window_minutes": dedup_window_minutes,
         }
+        self.recent = RecentIds(timedelta(minutes=dedup_window_minutes))
         self.batch_files, self.interval = batch_files, interval
         self.wake = wake or threading.Event()
         self.totals: dict[str, int] = {
@@ -379,7 +523,9 @@ class Loader:
                 files = _take(sealed_segments(self.directory), self.batch_files)
                 if not files:
                     return done
-                counts = load_segments(self.wh, files, **self.options)
+                counts = load_segments(
+                    self.wh, files, recent=self.recent, **self.options
+                )
                 for k, v in counts.items():
                     done[k] += v
                     self.totals[k] += v
