@@ -147,6 +147,9 @@ class CustomerKeys:
         return joined.drop("_u", "_a")
 
 
+# The keys of the run under way, by warehouse object: steps called with only the
+# warehouse (or, like the dashboard's precompute, with the workspace) find them here
+# without each signature growing a parameter.
 _current: dict[int, CustomerKeys] = {}
 
 
