@@ -425,7 +425,7 @@ def test_ecommerce_template() -> None:
         "reach",
     ]
     assert [s.name for s in model.stages if s.churned] == ["lapsed"]
-    assert model.stage("acquisition").label("de") == "Akquise"
+    assert model.stage("acquisition").label("de") == "Interessenten"
     signed_up = [f for name, f in model.features.items() if name.startswith("_inline_")]
     assert [(f.kind, f.filter) for f in signed_up] == [
         ("count", parse("event = 'signed_up'"))
