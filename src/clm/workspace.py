@@ -226,17 +226,18 @@ class Operations:
         grain: str = "month",
         stage: str | None = None,
     ) -> MetricsResult:
-        from clm.metrics.compute import GRAINS, compute_metrics
+        """Metrics per stage and period; the values `clm run` (or an earlier call)
+        stored for the same question on the same data are reused, see
+        `clm.metrics.compute` for the rule. `context` is None when they are."""
+        from clm.metrics.compute import GRAINS, compute_metrics, stored_metrics
 
         if grain not in GRAINS:
             raise ConfigError(f"grain {grain!r}; expected one of {', '.join(GRAINS)}")
-        return compute_metrics(
-            self.warehouse,
-            self.model(model),
-            grain=grain,
-            timezone=self.timezone,
-            stage=stage,
-        )
+        m, tz = self.model(model), self.timezone
+        found = stored_metrics(self.warehouse, m, grain=grain, timezone=tz, stage=stage)
+        if found is not None:
+            return found
+        return compute_metrics(self.warehouse, m, grain=grain, timezone=tz, stage=stage)
 
     # customer value (clm.analyses.value) -------------------------------------------
 

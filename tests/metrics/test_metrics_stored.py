@@ -1,0 +1,137 @@
+"""Stored metric values are reused only for the same question on the same data, and
+then give exactly the numbers of a fresh computation.
+
+The history is the hand-checked one of test_metrics_builtins (weeks named by their
+Monday): buyer population 1, 1, 2, 2 in the weeks of Jan 1, 8, 15 and 22, so the
+stored buyer population of the week of Jan 15 is 2 with previous 1 (change +100%)
+and that of Jan 8 is 1 with previous 1 (change 0).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pytest
+
+from builders import events
+from clm.lifecycle.history import run_model
+from clm.lifecycle.model import load_model_text
+from clm.metrics.compute import compute_metrics, stored_metrics
+from clm.warehouse.engine import Warehouse
+
+MODEL = """
+name: t
+version: 1
+grain: week
+features:
+  orders: count(event = 'order_completed')
+  orders_28d: count(event = 'order_completed', within = 28d)
+  days_since_order: days_since(event = 'order_completed')
+stages:
+  - {name: lapsed, when: "orders >= 1 and days_since_order > 20", churned: true}
+  - {name: active, when: "orders_28d >= 2"}
+  - {name: buyer, when: "orders >= 1"}
+  - {name: visitor, when: "true"}
+metrics:
+  buyer: [population, entered, exited, conversion_rate_to(active), orders, revenue,
+          average_order_value, repeat_purchase_rate]
+  active: [population, churn_rate, median_days_in_stage, revenue, revenue_share]
+  lapsed: [population, entered]
+"""
+
+ROWS = [
+    ("c1", None, "2024-01-01 08:00"),
+    ("c1", "order_completed", "2024-01-03 12:00"),
+    ("c1", "order_completed", "2024-01-10 12:00"),
+    ("c1", "order_completed", "2024-02-12 09:00"),
+    ("c2", None, "2024-03-20 10:00"),
+    ("c3", "order_completed", "2024-01-15 00:00:00"),
+    ("c4", "order_completed", "2024-01-14 23:59:59"),
+]
+UTC = ZoneInfo("UTC")
+
+
+@pytest.fixture
+def ran():
+    wh = Warehouse.duckdb(None)
+    wh.append("events", events(ROWS))
+    model = load_model_text(MODEL)
+    run_model(wh, model, timezone="UTC")
+    yield wh, model
+    wh.close()
+
+
+def fresh(wh, model, grain, stage=None):
+    return compute_metrics(
+        wh, model, grain=grain, timezone=UTC, stage=stage, store=False
+    )
+
+
+@pytest.mark.parametrize("grain", ["week", "month", "day"])
+def test_stored_equals_fresh(ran, grain):
+    wh, model = ran
+    compute_metrics(wh, model, grain=grain, timezone=UTC)
+    got = stored_metrics(wh, model, grain=grain, timezone=UTC)
+    assert got is not None and got.context is None
+    want = fresh(wh, model, grain)
+    pd.testing.assert_frame_equal(got.values, want.values)
+    assert got.caveats == want.caveats
+
+
+def test_stored_figures_by_hand(ran):
+    wh, model = ran
+    compute_metrics(wh, model, grain="week", timezone=UTC)
+    got = stored_metrics(wh, model, grain="week", timezone=UTC)
+    assert got is not None
+    v = got.values
+    pop = v[(v.stage == "buyer") & (v.metric == "population")].set_index("period_start")
+    assert pop.loc[date(2024, 1, 15), ["value", "previous", "change"]].tolist() == [
+        2.0,
+        1.0,
+        1.0,
+    ]
+    assert pop.loc[date(2024, 1, 8), ["value", "previous", "change"]].tolist() == [
+        1.0,
+        1.0,
+        0.0,
+    ]
+
+
+def test_one_stage_is_read_from_the_stored_set(ran):
+    wh, model = ran
+    compute_metrics(wh, model, grain="week", timezone=UTC)
+    got = stored_metrics(wh, model, grain="week", timezone=UTC, stage="active")
+    assert got is not None
+    want = fresh(wh, model, "week", stage="active")
+    pd.testing.assert_frame_equal(got.values, want.values)
+
+
+def test_other_questions_compute_afresh(ran):
+    wh, model = ran
+    compute_metrics(wh, model, grain="week", timezone=UTC)
+    # Another grain or time zone was never stored.
+    assert stored_metrics(wh, model, grain="month", timezone=UTC) is None
+    berlin = ZoneInfo("Europe/Berlin")
+    assert stored_metrics(wh, model, grain="week", timezone=berlin) is None
+    # A computation of one stage stores nothing.
+    compute_metrics(wh, model, grain="month", timezone=UTC, stage="buyer")
+    assert stored_metrics(wh, model, grain="month", timezone=UTC) is None
+    # Another model text (a metric less) than the one stored.
+    fewer = load_model_text(MODEL.replace(", revenue_share]", "]"))
+    assert stored_metrics(wh, fewer, grain="week", timezone=UTC) is None
+
+
+def test_new_data_computes_afresh(ran):
+    wh, model = ran
+    compute_metrics(wh, model, grain="week", timezone=UTC)
+    assert stored_metrics(wh, model, grain="week", timezone=UTC) is not None
+    # An event added without a run (as the collector does) changes the orders.
+    wh.append("events", events([("c2", "order_completed", "2024-03-21 10:00")]))
+    assert stored_metrics(wh, model, grain="week", timezone=UTC) is None
+    compute_metrics(wh, model, grain="week", timezone=UTC)
+    assert stored_metrics(wh, model, grain="week", timezone=UTC) is not None
+    # A new run of the model (a new run id) too.
+    run_model(wh, model, timezone="UTC")
+    assert stored_metrics(wh, model, grain="week", timezone=UTC) is None
