@@ -168,12 +168,11 @@ def test_import_options_checked(shop: Path, tmp_path: Path) -> None:
         )
     )  # fmt: skip
     assert (err["field"], err["value"]) == ("decimal", "·")
-    # The events importer does not read decimal commas yet: refused, never ignored.
+    # A time format without strptime codes is refused for events too, by name.
     events = _error(
         clm(
             "import", "events", str(path), "-w", str(shop),
-            "--decimal", ",", "--json", code=1,
+            "--time-format", "YYYY", "--json", code=1,
         )
     )  # fmt: skip
-    assert events["field"] == "--decimal"
-    assert "clm import transactions" in events["message"]
+    assert "'YYYY'" in events["message"] and "strptime" in events["message"]

@@ -326,17 +326,10 @@ def import_events(
 def _event_parsing(
     decimal: str | None, dayfirst: bool, time_format: str | None
 ) -> dict[str, Any]:
-    """The number and time options for `clm import events`, checked.
-
-    Known gap: the events importer (`clm.collect.events_file`) reads numbers with a
-    decimal point and ISO 8601 times only. An option it does not take yet is refused
-    by name rather than ignored; each one works as soon as `import_events` accepts a
-    keyword of the same name (the helpers are `readers.number_sql`,
-    `readers.detect_decimal` and `transactions.time_sql`)."""
-    import inspect
-
-    from clm.collect.events_file import import_events
+    """The number and time options for `clm import events`, checked (they apply to
+    CSV files; for Parquet and JSON lines the receipt says they were ignored)."""
     from clm.collect.readers import check_decimal
+    from clm.collect.transactions import check_time_format
 
     given: dict[str, Any] = {}
     if decimal is not None:
@@ -344,18 +337,9 @@ def _event_parsing(
     if dayfirst:
         given["dayfirst"] = True
     if time_format is not None:
+        check_time_format(time_format)
         given["time_format"] = time_format
-    accepted = inspect.signature(import_events).parameters
-    for name, value in given.items():
-        if name not in accepted and value != ".":
-            flag = "--" + name.replace("_", "-")
-            raise ClmError(
-                f"{flag}: `clm import events` reads numbers with a decimal point and "
-                "ISO 8601 times only (2024-12-31T14:05:00) so far; for a file of "
-                "orders use `clm import transactions`, which takes --decimal, "
-                "--dayfirst and --time-format"
-            )
-    return {k: v for k, v in given.items() if k in accepted}
+    return given
 
 
 # -- run, stages, metrics --------------------------------------------------------------

@@ -22,25 +22,37 @@ file, are skipped and counted in `duplicates_skipped`.
 Parquet or CSV files whose columns are those of the `events` table (at least
 `event_id`, `type` and `timestamp`) take the fast path: one INSERT … SELECT from the
 file, skipping event ids already stored and repeated ones, with rows lacking an
-event id or a valid timestamp or type rejected.
+event id or a valid timestamp or type rejected. In a CSV file, `revenue` is read with
+the decimal mark given (`decimal`) or detected (`,` only in a `;`-delimited file
+whose every revenue value is written that way, see `readers.detect_decimal`), and a
+revenue that is not a number is rejected with the value rather than stored as empty.
+Times without a zone are UTC there, as in the events table itself, read with
+`time_format` when given, else with the format of `transactions.TIME_FORMATS` that
+parses most of a sample (`dayfirst` breaks the tie of 01/02/2024). Parquet columns
+are typed and JSON numbers have a point: there these options do not apply, and the
+receipt says so when one was given.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from clm.collect.readers import (
+    check_decimal,
+    detect_decimal,
     detect_format,
     execute,
     ident,
+    number_sql,
     reader_sql,
     rows,
     scalar,
     sql_str,
     stage,
 )
-from clm.collect.transactions import _store, check_timezone
+from clm.collect.transactions import _store, check_timezone, time_sql
 from clm.errors import ImportFormatError
 from clm.progress import SILENT, Progress
 from clm.receipts import Receipt
@@ -70,14 +82,33 @@ def import_events(
     *,
     timezone: str = "UTC",
     progress: Progress = SILENT,
+    decimal: str | None = None,
+    dayfirst: bool = False,
+    time_format: str | None = None,
 ) -> Receipt:
     """Import an events file; see the module docstring for the rules."""
     path = Path(path)
     check_timezone(timezone)
+    if decimal is not None:
+        decimal = check_decimal(decimal)
     receipt = Receipt("import_events", source=str(path))
     source = f"import:{path.name}"
     fmt = detect_format(path)
     receipt.details["format"] = {"kind": fmt.label, "delimiter": fmt.delimiter}
+    given = [
+        flag
+        for flag, value in (
+            ("--decimal", decimal not in (None, ".")),
+            ("--dayfirst", dayfirst),
+            ("--time-format", time_format is not None),
+        )
+        if value
+    ]
+    if given and fmt.kind != "csv":
+        receipt.warnings.append(
+            f"{', '.join(given)} ignored: only CSV files carry numbers and times as "
+            f"text ({fmt.label} has them typed or in ISO 8601)"
+        )
     if fmt.kind == "jsonl":
         _segment(wh, path, fmt, timezone, source, receipt, progress)
     else:
@@ -91,7 +122,8 @@ def import_events(
         extra = [c for c in fmt.columns if c not in EVENTS.names]
         if extra:
             receipt.warnings.append(f"columns not in the events table ignored: {extra}")
-        _events_table(wh, path, fmt, timezone, source, receipt, progress)
+        text = _TextOptions(decimal, dayfirst, time_format)
+        _events_table(wh, path, fmt, timezone, source, receipt, progress, text)
     _store(wh, receipt)
     log.info("imported %s: %s", path, receipt.counts)
     return receipt
@@ -286,6 +318,15 @@ def _segment(
             wh.drop(staged + suffix)
 
 
+@dataclass(frozen=True)
+class _TextOptions:
+    """How a CSV file writes numbers and times (the import's options)."""
+
+    decimal: str | None = None
+    dayfirst: bool = False
+    time_format: str | None = None
+
+
 def _events_table(
     wh: Warehouse,
     path: Path,
@@ -294,17 +335,49 @@ def _events_table(
     source: str,
     receipt: Receipt,
     progress: Progress,
+    text: _TextOptions | None = None,
 ) -> None:
     """The fast path: the file already has the events table's columns."""
     from clm.collect.readers import FileFormat
 
     assert isinstance(fmt, FileFormat)
+    text = text or _TextOptions()
     p = sql_str(str(path))
     if fmt.kind == "parquet":
         read = f"read_parquet({p}, file_row_number=true)"
         src = f"(SELECT *, file_row_number + 1 AS _row FROM {read})"
     else:
         src = f"(SELECT *, row_number() OVER () AS _row FROM {reader_sql(path, fmt)})"
+    view = f"_clm_events_{receipt.receipt_id}"
+    csv = fmt.kind == "csv"
+    has_revenue = csv and "revenue" in fmt.columns
+    mark = "."
+    times: dict[str, str] = {}
+    if csv:
+        # A view of the raw text, for the detection of the decimal mark and the time
+        # format (both read the columns' text, as the type checks below do).
+        wh.con.raw_sql(f"CREATE OR REPLACE TEMP VIEW {view}_t AS SELECT * FROM {src}")
+        try:
+            if has_revenue:
+                mark = text.decimal or detect_decimal(
+                    wh, f"{view}_t", ["revenue"], fmt.delimiter
+                )
+                receipt.details["decimal"] = mark
+            for name in ("timestamp", "received_at"):
+                if name in fmt.columns:
+                    # Zone-less times are UTC, as in the events table itself
+                    # (a file exported from it comes back unchanged).
+                    times[name], chosen = time_sql(
+                        wh,
+                        f"{view}_t",
+                        name,
+                        "UTC",
+                        time_format=text.time_format,
+                        dayfirst=text.dayfirst,
+                    )
+                    receipt.details.setdefault("time_format", chosen)
+        finally:
+            wh.con.raw_sql(f"DROP VIEW IF EXISTS {view}_t")
     cols = []
     for name, dtype in EVENTS.items():
         if name == "import_id":
@@ -313,29 +386,52 @@ def _events_table(
             cols.append(f"{sql_str(receipt.receipt_id)} AS import_id")
         elif name not in fmt.columns:
             cols.append(f"NULL AS {ident(name)}")
+        elif dtype.is_timestamp() and csv:
+            cols.append(f"{times[name]} AS {ident(name)}")
+            if name == "timestamp":
+                # The text as written, quoted in the reject when it does not parse.
+                cols.append("nullif(trim(timestamp), '') AS _timestamp_text")
         elif dtype.is_timestamp():
-            text = f"CAST({ident(name)} AS VARCHAR)"
-            cols.append(
-                f"coalesce(TRY_CAST({ident(name)} AS TIMESTAMP), "
-                f"{_ts(text, timezone)}) AS {ident(name)}"
-                if fmt.kind == "csv"
-                else f"CAST({ident(name)} AS TIMESTAMP) AS {ident(name)}"
-            )
+            cols.append(f"CAST({ident(name)} AS TIMESTAMP) AS {ident(name)}")
+        elif name == "revenue" and has_revenue:
+            raw = "CAST(revenue AS VARCHAR)"
+            cols.append(f"{number_sql(raw, mark)} AS revenue")
+            cols.append(f"nullif(trim({raw}), '') AS _revenue_text")
         else:
             sql_type = "DOUBLE" if dtype.is_floating() else "VARCHAR"
             cols.append(f"TRY_CAST({ident(name)} AS {sql_type}) AS {ident(name)}")
     types = ", ".join(sql_str(t) for t in TYPES)
+    # A revenue given but not a number is rejected, not stored as empty: that would
+    # lose the order's value without a trace.
+    bad_revenue = "_revenue_text IS NOT NULL AND revenue IS NULL"
+    example = "12,50 or 1.234,50" if mark == "," else "12.50"
+    why = (
+        f"revenue is not a number written with `{mark}` as the decimal mark "
+        f"(for example {example})"
+    )
+    revenue_reason = f"WHEN {bad_revenue} THEN {sql_str(why)} " if has_revenue else ""
     reason = (
         "CASE WHEN event_id IS NULL THEN 'missing event_id' "
         "WHEN timestamp IS NULL THEN 'missing or unparseable timestamp' "
         f"WHEN type IS NULL OR type NOT IN ({types}) THEN "
-        f"'unknown type; expected one of {', '.join(TYPES)}' END"
+        f"'unknown type; expected one of {', '.join(TYPES)}' {revenue_reason}END"
     )
     field = (
         "CASE WHEN event_id IS NULL THEN 'event_id' WHEN timestamp IS NULL "
-        "THEN 'timestamp' ELSE 'type' END"
+        "THEN 'timestamp' "
+        + (f"WHEN {bad_revenue} THEN 'revenue' " if has_revenue else "")
+        + "ELSE 'type' END"
     )
-    view = f"_clm_events_{receipt.receipt_id}"
+    value = (
+        "CASE WHEN event_id IS NULL THEN NULL "
+        + (
+            "WHEN timestamp IS NULL THEN _timestamp_text "
+            if csv and "timestamp" in fmt.columns
+            else ""
+        )
+        + (f"WHEN {bad_revenue} THEN _revenue_text " if has_revenue else "")
+        + "END"
+    )
     wh.con.raw_sql(
         f"CREATE TEMP VIEW {view} AS SELECT *, {reason} AS _reason FROM "
         f"(SELECT _row, {', '.join(cols)} FROM {src})"
@@ -343,7 +439,7 @@ def _events_table(
     packed = ", ".join(f"{ident(c)} := {ident(c)}" for c in EVENTS.names)
     wh.con.raw_sql(
         f"CREATE TEMP VIEW {view}_r AS SELECT *, {field} AS _field, "
-        "CAST(NULL AS VARCHAR) AS _value, "
+        f"CAST({value} AS VARCHAR) AS _value, "
         f"to_json(struct_pack({packed}))::VARCHAR AS _raw "
         f"FROM {view} WHERE _reason IS NOT NULL"
     )
