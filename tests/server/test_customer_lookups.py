@@ -212,6 +212,7 @@ def test_preview_of_a_draft_is_a_scaled_sample(
     k = math.ceil(total / 60)
     sample = set(ids.customer_id[ids.h.astype("uint64") % k == 0])
     assert body["method"] == "sample" and body["estimate"] is True
+    assert body["engine"] == "snapshot"  # the demo model is `dynamic`
     assert body["sample_every"] == k and body["sample_customers"] == len(sample)
     assert body["customers"] == total
     live = stored_stages(shop, body["as_of"])
@@ -233,8 +234,36 @@ def test_exact_preview_replays_every_customer(shop: Workspace) -> None:
     draft = m.text.replace(f"version: {m.version}", "version: 98", 1)
     body = views.preview_model(fast, draft, exact=True)
     assert body["method"] == "exact" and body["estimate"] is False
+    assert body["engine"] == "snapshot"
     live = stored_stages(shop, body["as_of"])
     want = live.stage.value_counts().to_dict()
     got = {p["stage"]: p["customers"] for p in body["populations"] if p["customers"]}
     assert got == want
     assert all(p["margin"] == 0 for p in body["populations"])
+
+
+def test_preview_of_a_forward_only_draft_replays_the_sample(
+    shop: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A forward-only stage depends on the history: no snapshot, the sample is
+    # replayed. The model's last stage matches everyone (`true`), so every sampled
+    # customer with a stored stage has one under the draft too.
+    _, fast = readers(shop)
+    monkeypatch.setattr(preview, "PREVIEW_CUSTOMERS", 60)
+    m = shop.models()[0]
+    assert "progression: dynamic" in m.text
+    draft = m.text.replace(f"version: {m.version}", "version: 97", 1).replace(
+        "progression: dynamic", "progression: forward_only", 1
+    )
+    body = views.preview_model(fast, draft)
+    assert body["method"] == "sample" and body["engine"] == "replay"
+    con = shop.warehouse.con.con
+    ids = con.execute(
+        "SELECT DISTINCT customer_id, hash(customer_id) AS h FROM customers"
+    ).df()
+    k = math.ceil(len(ids) / 60)
+    sample = set(ids.customer_id[ids.h.astype("uint64") % k == 0])
+    live = stored_stages(shop, body["as_of"])
+    staged = round(live.customer_id.isin(sample).sum() * body["scale"])
+    got = sum(p["customers"] for p in body["populations"])
+    assert abs(got - staged) <= len(body["populations"])  # rounding per stage

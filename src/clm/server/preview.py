@@ -1,26 +1,39 @@
 """The model preview: stage populations under a draft before it is saved.
 
 Replaying a model is the stage step of `clm run`; on 10M events that takes minutes,
-so by default a draft is replayed on a deterministic sample of customers and the
-counts are scaled up, labelled as an estimate with the sample's size and a 95%
-margin per stage. Three ways, chosen in this order:
+so by default a draft is evaluated on a deterministic sample of customers and the
+counts are scaled up, labelled an estimate with the sample's size and a 95% margin
+per stage. Three ways, chosen in this order:
 
 - **stored**: the draft is the text of a saved model that `clm run` has run: the
   stored populations are the exact answer, read like the Stages page (ms).
 - **sample** (default): every customer whose `hash(customer_id)` falls into the
   first 1/k of the hash space, k the smallest that keeps at most
   PREVIEW_CUSTOMERS; their events are found through the server's look-up tables
-  (`lookups.event_keys`, by rowid) when built, else by a scan, and replayed in an
-  in-memory DuckDB with only the columns the draft reads; the sample's rows are
-  kept in memory for the next draft that reads the same columns. Counts are scaled by
-  (customers in the workspace / customers in the sample). About 2-3 s on 10.7M
-  events (see docs/benchmarks-dashboard.md). DuckDB's `hash` is stable for a
-  given DuckDB version, so the same draft on the same data gives the same answer.
-- **exact** (`?exact=1`): every customer; as slow as the stage step of `clm run`
-  (minutes on 10M events) and held in memory meanwhile.
+  (`lookups.event_keys`, by rowid) when built, else by a scan, with only the
+  columns the draft reads, and kept in memory for the next draft that reads the
+  same columns. Counts are scaled by (customers in the workspace / customers in the
+  sample). DuckDB's `hash` is stable for a given DuckDB version, so the same draft
+  on the same data gives the same answer.
+- **exact** (`?exact=1`): every customer, held in memory meanwhile.
 
-Populations are those as of the draft's last day (the end of the data), the same
-day the Overview shows. Answers are kept per draft text and data stamp in the
+How the sample (or everyone) is evaluated, the answer's `engine`:
+
+- `snapshot`, for `progression: dynamic` drafts without `p_alive()`: the stage as
+  of the last day depends only on the features at that day, so one aggregate per
+  customer and the rules give the replay's answer exactly
+  (`lifecycle.snapshot`). The sample's rows are loaded once into an in-memory
+  DuckDB with their customer keys and attributed events (a few seconds, the first
+  draft after a start or an import); each draft then costs its parsing, the Ibis
+  compilation and one aggregate: ~0.1 s on the 10M-event benchmark.
+- `replay`, for `forward_only` drafts (the furthest stage reached depends on the
+  whole history) and drafts with `p_alive()`: the stage history engine replays the
+  sample in a fresh in-memory DuckDB, 2-4 s on the benchmark (about 0.8 s of it
+  fixed: statements and their compilation), over the p95 target of issue 6. Known
+  shortcoming; see docs/benchmarks-dashboard.md.
+
+Populations are those as of the last day of the data (the end of the data), the
+same day the Overview shows. Answers are kept per draft text and data stamp in the
 reader's cache, so asking again is immediate.
 """
 
@@ -28,9 +41,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
+from collections import Counter
 from datetime import date, datetime
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 
 from clm.lifecycle.model import load_model_text
@@ -132,32 +148,85 @@ def _last_day(r: Any) -> date | None:
     return local_date(last, r.tz)
 
 
-def _replay(
-    r: Any, draft: StageModel, customers: pa.Table, events: pa.Table
-) -> tuple[Any, Any]:
-    """(last day, populations) of `draft` over the given rows, in memory."""
+def _load(customers: pa.Table, events: pa.Table) -> Warehouse:
+    """An in-memory warehouse holding the given rows (the caller closes it)."""
     from clm.identity.identifiers import event_key_sql
+
+    mem = Warehouse.duckdb(None)
+    con = mem.con.con
+    con.register("customers_src", customers)
+    con.execute("INSERT INTO customers SELECT * FROM customers_src")
+    con.unregister("customers_src")
+    con.register("events_src", events)
+    names = ", ".join(events.column_names)
+    # Only events whose key is a sampled identifier: anything else (the
+    # collector's tail, a hash collision) would count as a customer of its own.
+    con.execute(
+        f"INSERT INTO events ({names}) SELECT {names} FROM events_src "
+        f"WHERE {event_key_sql()} IN (SELECT identifier FROM customers)"
+    )
+    con.unregister("events_src")
+    return mem
+
+
+def _replay(
+    r: Any, draft: StageModel, customers: pa.Table, events: pa.Table, last: date
+) -> tuple[Any, Any]:
+    """(last day, populations) of `draft` replayed over the given rows, in memory
+    (the whole stage history, then the populations as of `last`)."""
     from clm.lifecycle import queries
     from clm.lifecycle.history import run_model
 
-    mem = Warehouse.duckdb(None, threads=1)
+    mem = _load(customers, events)
     try:
-        con = mem.con.con
-        con.register("customers_src", customers)
-        con.execute("INSERT INTO customers SELECT * FROM customers_src")
-        con.register("events_src", events)
-        names = ", ".join(events.column_names)
-        # Only events whose key is a sampled identifier: anything else (the
-        # collector's tail, a hash collision) would count as a customer of its own.
-        con.execute(
-            f"INSERT INTO events ({names}) SELECT {names} FROM events_src "
-            f"WHERE {event_key_sql()} IN (SELECT identifier FROM customers)"
-        )
-        run_model(mem, draft, timezone=r.tz, as_of=_last_day(r))
+        run_model(mem, draft, timezone=r.tz, as_of=last)
         day = queries.last_day(mem, draft, r.tz)
         return day, queries.populations(mem, draft, day, r.tz)
     finally:
         mem.close()
+
+
+class Loaded:
+    """A sample's rows in an in-memory warehouse with their customer keys, kept
+    (in the reader's cache) for the next draft that reads the same columns: a
+    snapshot then costs one aggregate. One DuckDB connection: one draft at a time."""
+
+    def __init__(self, customers: pa.Table, events: pa.Table) -> None:
+        from clm.identity.resolve import build_customer_keys
+        from clm.lifecycle.snapshot import customer_events
+
+        self.wh = _load(customers, events)
+        self.keys = build_customer_keys(self.wh, tag="preview")
+        # Attributed once, with every loaded column: each draft only aggregates.
+        slim = customer_events(self.wh, self.keys, set(events.column_names))
+        self.events = self.wh.materialize(slim, "_clm_preview_events")
+        self.lock = threading.Lock()
+
+
+def _snapshot(
+    r: Any, draft: StageModel, loaded: Loaded, day: date
+) -> tuple[date, pd.DataFrame]:
+    """(day, populations) of a `dynamic` draft as of `day` (see lifecycle.snapshot):
+    the same answer as the replay's at that day, without the replay."""
+    from clm.lifecycle.snapshot import stages_at
+
+    with loaded.lock:
+        rows = stages_at(
+            loaded.wh,
+            draft,
+            timezone=r.tz,
+            as_of=day,
+            keys=loaded.keys,
+            events=loaded.events,
+        )
+    counts = Counter(s for s in rows.column("stage").to_pylist() if s is not None)
+    df = pd.DataFrame(
+        [(s, counts.get(s, 0)) for s in draft.stage_names],
+        columns=["stage", "customers"],
+    )
+    total = df.customers.sum()
+    df["share"] = df.customers / total if total else 0.0
+    return day, df
 
 
 def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
@@ -180,13 +249,20 @@ def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
 
 
 def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
+    from clm.lifecycle.snapshot import supported
     from clm.server import views
 
-    total = int(
-        r.sql("SELECT count(DISTINCT customer_id) AS n FROM customers").n.iloc[0]
+    # Both are the same for every draft until the data changes: per data stamp.
+    total = r.cached(
+        ("preview_total",),
+        lambda: int(
+            r.sql("SELECT count(DISTINCT customer_id) AS n FROM customers").n.iloc[0]
+        ),
     )
+    last = r.cached(("preview_last_day",), lambda: _last_day(r))
     k = 1 if exact else max(1, math.ceil(total / PREVIEW_CUSTOMERS))
     cols = _columns(r, draft)
+    snapshot = supported(draft) is None
     if k == 1:
         customers, events = _sample(r, k, cols)
     else:
@@ -200,13 +276,23 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
     base = {
         "method": "exact" if k == 1 else "sample",
         "estimate": k > 1,
+        "engine": "snapshot" if snapshot else "replay",
         "customers": total,
         "sample_customers": n,
         "sample_every": k,
     }
-    if events.num_rows == 0 or n == 0:
+    if events.num_rows == 0 or n == 0 or last is None:
         return {**base, "scale": 1.0, "populations": []}
-    day, pops = _replay(r, draft, customers, events)
+    if snapshot and k == 1:
+        loaded = Loaded(customers, events)  # all events: not kept
+        day, pops = _snapshot(r, draft, loaded, last)
+    elif snapshot:
+        loaded = r.cached(
+            ("preview_loaded", k, tuple(cols)), lambda: Loaded(customers, events)
+        )
+        day, pops = _snapshot(r, draft, loaded, last)
+    else:
+        day, pops = _replay(r, draft, customers, events, last)
     scale = total / n
     # 95% margin of a share estimated from a sample of n of N customers (normal
     # approximation with the finite population correction), in customers.
