@@ -2,6 +2,7 @@
 
     python bench/bench_dashboard.py                        # 1,000,000 customers
     python bench/bench_dashboard.py --customers 100000 --requests 50
+    python bench/bench_dashboard.py --only preview         # the model preview rows
 
 The simulated shop (`clm demo --parquet`, ~10 events per customer, two years) is
 generated once into bench/out/ like bench/bench_pipeline.py does; the workspace
@@ -147,17 +148,24 @@ def endpoints(client: httpx.Client) -> list[tuple[str, str, bytes | None]]:
     # populations), then an edited draft (a replay on the sample every time).
     out.append(("POST", "/api/v1/models/preview", body))
     out.append(("POST", EDITED, yaml_text.encode()))
+    # The same draft made forward-only: the preview replays the sample's history.
+    if "progression: dynamic" in yaml_text:
+        out.append(("POST", EDITED_FORWARD, yaml_text.encode()))
     return out
 
 
-# The path the load generator uses for the edited draft; sent as the real preview.
+# The paths the load generator uses for the edited drafts; sent as the real preview.
 EDITED = "/api/v1/models/preview#edited"
+EDITED_FORWARD = "/api/v1/models/preview#edited-forward-only"
 
 
-def edited_draft(yaml_text: str, n: int) -> bytes:
+def edited_draft(yaml_text: str, n: int, forward: bool = False) -> bytes:
     """A draft that differs from the saved model (and from every other request, so
-    no answer comes from the server's cache): version bumped, a numbered comment."""
+    no answer comes from the server's cache): version bumped, a numbered comment;
+    `forward`: with `progression: forward_only`."""
     text = yaml_text.replace("version: ", "version: 1", 1) + f"\n# bench draft {n}\n"
+    if forward:
+        text = text.replace("progression: dynamic", "progression: forward_only", 1)
     return json.dumps({"yaml": text}).encode()
 
 
@@ -166,8 +174,10 @@ DRAFTS = iter(range(1, 1_000_000))
 
 def timed(client: httpx.Client, method: str, path: str, body: bytes | None) -> float:
     headers = {"Content-Type": "application/json"} if body else None
-    if path == EDITED and body is not None:
-        path, body = path.split("#")[0], edited_draft(body.decode(), next(DRAFTS))
+    if path in (EDITED, EDITED_FORWARD) and body is not None:
+        forward = path == EDITED_FORWARD
+        path = path.split("#")[0]
+        body = edited_draft(body.decode(), next(DRAFTS), forward)
     t = time.perf_counter()
     r = client.request(method, path, content=body, headers=headers)
     ms = (time.perf_counter() - t) * 1000
@@ -184,16 +194,16 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 def measure(
-    url: str, requests: int, clients: int, seconds: float
+    url: str, requests: int, clients: int, seconds: float, only: str = ""
 ) -> list[dict[str, Any]]:
     rows = []
     with httpx.Client(base_url=url, timeout=120) as c:
-        eps = endpoints(c)
+        eps = [e for e in endpoints(c) if only in e[1]]
     local = [httpx.Client(base_url=url, timeout=120) for _ in range(clients)]
     try:
         for method, path, body in eps:
             cold = timed(local[0], method, path, body)
-            slow = path.endswith("preview") or path == EDITED
+            slow = path.endswith("preview") or "#edited" in path
             n = max(clients, requests // 5) if slow else requests
 
             t = time.perf_counter()
@@ -262,6 +272,11 @@ def main() -> None:
         "--seconds", type=float, default=20, help="at most this long per endpoint"
     )
     ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="time only the endpoints whose path contains this (e.g. `preview`)",
+    )
     args = ap.parse_args()
     ws, info = ensure_workspace(args.customers)
     print("workspace:", ws, json.dumps(info))
@@ -285,7 +300,7 @@ def main() -> None:
         info["lookups"] = wait_for_lookups(url)
         print("look-up tables:", info["lookups"])
         print("uptime before:", os.popen("uptime").read().strip())
-        rows = measure(url, args.requests, args.clients, args.seconds)
+        rows = measure(url, args.requests, args.clients, args.seconds, args.only)
         print("uptime after: ", os.popen("uptime").read().strip())
     finally:
         proc.terminate()
