@@ -357,3 +357,28 @@ def test_recent_ids_dedup_across_loads(tmp_path: Path) -> None:
     ).fetchall()
     assert rows == [("a", 2), ("b", 2), ("c", 1), ("x", 1), ("zzz", 1)]
     wh.close()
+
+
+def test_hash_set_against_python_set() -> None:
+    """The loader's numpy hash set answers like a Python set, through growth, for
+    key 0 and for keys added twice."""
+    import numpy as np
+
+    from clm.collect.loader import HashSet
+
+    rng = np.random.default_rng(7)
+    hs, ref = HashSet(capacity=16), set()
+    for i in range(20):
+        batch = rng.integers(0, 2**64, 5_000, dtype=np.uint64)
+        if i == 3:
+            batch[:3] = 0
+            batch[3:6] = batch[10:13]  # twice in one batch
+        want = np.array([int(x) in ref for x in batch])
+        assert (hs.contains(batch) == want).all()
+        hs.add(batch)
+        ref.update(int(x) for x in batch)
+    assert hs.contains(np.array(sorted(ref), dtype=np.uint64)).all()
+    assert len(hs.table) >= 2 * len(ref)  # at most half full
+    others = rng.integers(0, 2**64, 20_000, dtype=np.uint64)
+    want = np.array([int(x) in ref for x in others])
+    assert (hs.contains(others) == want).all()

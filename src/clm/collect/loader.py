@@ -115,35 +115,93 @@ def _spool_table(
     return int(seen[0]), int(seen[1]), str(seen[2]), seen[3], seen[4]
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads any key bits
+
+
+class HashSet:
+    """A set of uint64 keys in one numpy array (open addressing, linear probing),
+    looked up and added to a whole batch at a time. At most half full, so it takes
+    16 to 32 bytes per key, against about 70 for a Python set of the same ints.
+    Key 0 marks a free slot, so 0 is stored as 1: a false match that the loader's
+    SQL confirmation catches, like any other hash collision."""
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.table = np.zeros(capacity, dtype=np.uint64)
+        self.count = 0
+
+    def _slots(self, keys: np.ndarray) -> np.ndarray:
+        bits = len(self.table).bit_length() - 1
+        return (keys * _GOLDEN) >> np.uint64(64 - bits)
+
+    def contains(self, hashes: np.ndarray) -> np.ndarray:
+        """A boolean mask: which of `hashes` are in the set."""
+        keys = np.where(hashes == 0, np.uint64(1), hashes)
+        mask = np.uint64(len(self.table) - 1)
+        slot = self._slots(keys)
+        found = np.zeros(len(keys), dtype=bool)
+        todo = np.arange(len(keys))
+        while len(todo):
+            v = self.table[slot[todo]]
+            hit = v == keys[todo]
+            found[todo[hit]] = True
+            todo = todo[~hit & (v != 0)]
+            slot[todo] = (slot[todo] + np.uint64(1)) & mask
+        return found
+
+    def add(self, hashes: np.ndarray) -> None:
+        """Add `hashes`. A key added twice takes two slots (and counts twice), which
+        look-ups do not mind; the loader adds ids once, so that is rare."""
+        if (self.count + len(hashes)) * 2 > len(self.table):
+            old = self.table[self.table != 0]
+            cap = len(self.table)
+            while (self.count + len(hashes)) * 2 > cap:
+                cap *= 2
+            self.table, self.count = np.zeros(cap, dtype=np.uint64), 0
+            self._insert(old)
+        self._insert(np.where(hashes == 0, np.uint64(1), hashes))
+
+    def _insert(self, keys: np.ndarray) -> None:
+        mask = np.uint64(len(self.table) - 1)
+        slot = self._slots(keys)
+        todo = np.arange(len(keys))
+        while len(todo):
+            cand = todo[self.table[slot[todo]] == 0]
+            # Keys wanting the same free slot: one write lands; read back which.
+            self.table[slot[cand]] = keys[cand]
+            won = self.table[slot[cand]] == keys[cand]
+            self.count += int(won.sum())
+            done = np.zeros(len(keys), dtype=bool)
+            done[cand[won]] = True
+            todo = todo[~done[todo]]
+            slot[todo] = (slot[todo] + np.uint64(1)) & mask
+
+
 class RecentIds:
     """Hashes of the event ids stored in the dedup window, in memory, so that the
     loader checks a batch's ids without reading the warehouse (see the module
     docstring).
 
-    The hashes are 64-bit (DuckDB's `hash` of the event id). Ids are kept in
-    generations of a quarter of the window each: the newest is a Python set (cheap
-    to add to), older ones are sorted numpy arrays (8 bytes per id, searched with
-    `searchsorted`). A generation is dropped once its newest event left the window,
-    so an id is held for one to one and a quarter windows and a check costs a set
-    look-up plus at most five binary searches per id, whatever the warehouse holds.
-    `since` is the oldest received_at from which on every stored id is known;
-    a batch reaching further back (a replay of old segments) is checked in SQL.
-    A hash found here is only a candidate: the loader confirms it against `events`
-    (a scan of the window, only in loads that have candidates), so a collision
-    never drops an event.
+    The hashes are 64-bit (DuckDB's `hash` of the event id), kept in generations of
+    half the window each (a `HashSet` per generation); a generation is dropped once
+    its newest event left the window, so an id is held for one to one and a half
+    windows and a check costs at most three hash look-ups per id, whatever the
+    warehouse holds. `since` is the oldest received_at from which on every stored
+    id is known; a batch reaching further back (a replay of old segments) is
+    checked in SQL. A hash found here is only a candidate: the loader confirms it
+    against `events`, so a collision never drops an event.
     """
 
     def __init__(self, window: timedelta) -> None:
         self.window = window
-        self.span = max(window / 4, timedelta(seconds=1))
+        self.span = max(window / 2, timedelta(seconds=1))
         self.since: datetime | None = None  # None: nothing known yet
-        self.frozen: list[tuple[datetime, np.ndarray]] = []  # (newest, hashes)
-        self.current: set[int] = set()
+        self.frozen: list[tuple[datetime, HashSet]] = []  # (newest, hashes)
+        self.current = HashSet()
         self.current_start: datetime | None = None
         self.current_newest: datetime | None = None
 
     def __len__(self) -> int:
-        return len(self.current) + sum(len(a) for _, a in self.frozen)
+        return self.current.count + sum(g.count for _, g in self.frozen)
 
     def covers(self, since: datetime) -> bool:
         return self.since is not None and since >= self.since
@@ -151,38 +209,33 @@ class RecentIds:
     def reset(self, since: datetime, hashes: np.ndarray, newest: datetime) -> None:
         """Start over from every id stored since `since` (read from `events`)."""
         self.since = since
-        self.frozen = [(newest, np.sort(hashes.astype(np.uint64)))]
-        self.current, self.current_start, self.current_newest = set(), None, None
+        known = HashSet()
+        known.add(hashes.astype(np.uint64))
+        self.frozen = [(newest, known)]
+        self.current, self.current_start, self.current_newest = HashSet(), None, None
 
     def seen(self, hashes: np.ndarray) -> np.ndarray:
         """A boolean mask: which of `hashes` (uint64) may have been stored."""
-        found = np.zeros(len(hashes), dtype=bool)
-        cur = self.current
-        if cur:
-            keys = hashes.tolist()
-            # Usually no id is there: one C-level pass answers that.
-            if not cur.isdisjoint(keys):
-                found |= np.fromiter((h in cur for h in keys), bool, len(keys))
-        for _, arr in self.frozen:
-            if len(arr):
-                at = np.searchsorted(arr, hashes)
-                found |= arr[np.minimum(at, len(arr) - 1)] == hashes
+        found = self.current.contains(hashes)
+        for _, gen in self.frozen:
+            found |= gen.contains(hashes)
         return found
 
     def add(self, hashes: np.ndarray, oldest: datetime, newest: datetime) -> None:
         """Record the ids of a committed load received from `oldest` to `newest`."""
         if self.current_start is None:
             self.current_start = oldest
-        self.current.update(hashes.tolist())
+        # A hash held already (a collision, an id stored again after it left the
+        # window) is added again: a second slot, found by look-ups all the same.
+        self.current.add(hashes.astype(np.uint64))
         self.current_newest = max(self.current_newest or newest, newest)
         if newest - self.current_start >= self.span:
-            self.frozen.append(
-                (
-                    self.current_newest,
-                    np.sort(np.fromiter(self.current, np.uint64, len(self.current))),
-                )
+            self.frozen.append((self.current_newest, self.current))
+            self.current, self.current_start, self.current_newest = (
+                HashSet(),
+                None,
+                None,
             )
-            self.current, self.current_start, self.current_newest = set(), None, None
         # Generations wholly out of the window go; ids after them stay known.
         cutoff = oldest - self.window
         while self.frozen and self.frozen[0][0] < cutoff:
@@ -223,22 +276,24 @@ def _new_events(
             ).fetchnumpy()["r"]
             drop = np.isin(rows, hit)
     else:
-        stored = con.execute(
-            f"""SELECT hash(event_id) AS h FROM events
-            WHERE received_at >= TIMESTAMP {_q(since)}"""
-        ).fetchnumpy()
-        newest = con.execute(
-            f"""SELECT max(received_at) FROM events
-            WHERE received_at >= TIMESTAMP {_q(since)}"""
-        ).fetchone()
         known = con.execute(
             f"""SELECT s.r FROM (SELECT min(rowid) AS r, event_id FROM _clm_spool
                 WHERE k = 'e' GROUP BY event_id) s
-            WHERE s.event_id IN (SELECT event_id FROM events
-                                 WHERE received_at >= TIMESTAMP {_q(since)})"""
+            WHERE s.event_id IN (
+              SELECT event_id FROM events
+              WHERE received_at >= TIMESTAMP {_q(since)}
+                AND event_id IN (SELECT event_id FROM _clm_spool WHERE k = 'e'))"""
         ).fetchnumpy()["r"]
         drop = np.isin(rows, known)
         if recent is not None:
+            stored = con.execute(
+                f"""SELECT hash(event_id) AS h FROM events
+                WHERE received_at >= TIMESTAMP {_q(since)}"""
+            ).fetchnumpy()
+            newest = con.execute(
+                f"""SELECT max(received_at) FROM events
+                WHERE received_at >= TIMESTAMP {_q(since)}"""
+            ).fetchone()
             last = newest[0] if newest and newest[0] is not None else since_ts
             recent.reset(since_ts, stored["h"], last)
     keep = rows[~drop]
