@@ -26,7 +26,9 @@ non-bot event before E. Everything is Ibis, like the history engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import ibis
@@ -50,12 +52,14 @@ from clm.lifecycle.history import (
     _epoch,
     plan,
 )
+from clm.lifecycle.rules import analysis
 from clm.lifecycle.rules.ast import Name
 from clm.lifecycle.rules.compile import as_condition
 from clm.lifecycle.spec import FeatureSpec, StageModel
 from clm.warehouse.engine import Warehouse
 from clm.warehouse.schema import EVENTS
 
+T = TypeVar("T")
 WINDOWED = ("count", "sum", "count_distinct", "last")
 
 
@@ -95,7 +99,11 @@ def _features(
 ) -> dict[str, ir.Value]:
     """One aggregate per feature over a customer's events: its value at `end_s`."""
     out: dict[str, ir.Value] = {}
+    # Only what the rules read: the other features (kept for metrics) cost time.
+    used = set().union(*(analysis.names(s.when) for s in model.stages))
     for f in model.features.values():
+        if f.name not in used:
+            continue
         cond = _condition(base, f)
         # Only these kinds read `within` in the history engine (min/max with a
         # window are refused by `plan`; days_since and first ignore it).
@@ -118,28 +126,29 @@ def _aggregate(
     cond: ir.BooleanValue,
     end_s: int,
 ) -> ir.Value:
+    # Aggregates with `where` (a FILTER clause: rows whose condition is false or
+    # NULL are left out, as `as_condition` does) run several times faster on DuckDB
+    # than sums of CASE expressions.
+    cond = as_condition(cond)
     if f.kind == "count":
-        return cond.cast("int64").sum().fill_null(0).cast("int64")
+        return base.count(where=cond).fill_null(0).cast("int64")
     if f.kind == "sum":
         value = _column(base, f).cast("float64")
-        return ibis.ifelse(cond, value, 0.0).sum().fill_null(0.0).round(6)
+        return value.sum(where=cond).fill_null(0.0).round(6)
     if f.kind in ("min", "max"):
-        v = ibis.ifelse(cond, _column(base, f).cast("float64"), ibis.null("float64"))
-        return v.min() if f.kind == "min" else v.max()
+        v = _column(base, f).cast("float64")
+        return v.min(where=cond) if f.kind == "min" else v.max(where=cond)
     if f.kind == "count_distinct":
-        v = ibis.ifelse(cond, _column(base, f), ibis.null(_column(base, f).type()))
-        return v.nunique().fill_null(0).cast("int64")
+        return _column(base, f).nunique(where=cond).fill_null(0).cast("int64")
     if f.kind in ("last", "first"):
-        # Only matching events: a NULL sort key keeps the others out of argmax/argmin.
-        t = ibis.ifelse(cond, base.t, ibis.null("int64"))
-        v = ibis.ifelse(cond, _column(base, f).cast("string"), ibis.null("string"))
-        return v.argmax(t) if f.kind == "last" else v.argmin(t)
+        v = _column(base, f).cast("string")
+        if f.kind == "last":
+            return v.argmax(base.t, where=cond)
+        return v.argmin(base.t, where=cond)
     if f.kind == "days_since":
-        last = ibis.ifelse(cond, base.t, ibis.null("int64")).max()
-        return ((end_s - last) // DAY).cast("int64")
+        return ((end_s - base.t.max(where=cond)) // DAY).cast("int64")
     if f.kind == "days_since_first":
-        first = ibis.ifelse(cond, base.t, ibis.null("int64")).min()
-        return ((end_s - first) // DAY).cast("int64")
+        return ((end_s - base.t.min(where=cond)) // DAY).cast("int64")
     raise ValueError(f"feature `{f.name}`: kind {f.kind!r} has no single-day form")
 
 
@@ -172,6 +181,54 @@ def stages_at(
     keys made earlier on `wh` (see `identity.resolve.CustomerKeys`), else made here;
     `events`: `customer_events` of those keys, with every column the model reads.
     """
+
+    def named(staged: ir.Table, ck: CustomerKeys) -> pa.Table:
+        names = ck.keys.select(_k=ck.keys.ck, customer_id=ck.keys.customer_id)
+        out = staged.join(names, staged._ck == names._k)
+        return out.select("customer_id", "stage").to_pyarrow()
+
+    empty = pa.table({"customer_id": pa.array([], pa.string()), "stage": []})
+    return _run(wh, model, timezone, as_of, keys, events, named, empty)
+
+
+def stage_counts(
+    wh: Warehouse,
+    model: StageModel,
+    *,
+    timezone: str | ZoneInfo = "UTC",
+    as_of: date | None = None,
+    keys: CustomerKeys | None = None,
+    events: ir.Table | None = None,
+) -> dict[str, int]:
+    """Customers per stage as `stages_at` decides them (stages nobody is in, and
+    customers without a stage, left out): one small result instead of a row per
+    customer."""
+
+    def counted(staged: ir.Table, ck: CustomerKeys) -> dict[str, int]:
+        staged = staged.filter(staged.stage.notnull())
+        got = staged.group_by("stage").aggregate(n=staged.count()).to_pyarrow()
+        return {
+            str(s): int(n)
+            for s, n in zip(
+                got.column("stage").to_pylist(),
+                got.column("n").to_pylist(),
+                strict=True,
+            )
+        }
+
+    return _run(wh, model, timezone, as_of, keys, events, counted, {})
+
+
+def _run(
+    wh: Warehouse,
+    model: StageModel,
+    timezone: str | ZoneInfo,
+    as_of: date | None,
+    keys: CustomerKeys | None,
+    events: ir.Table | None,
+    finish: Callable[[ir.Table, CustomerKeys], T],
+    empty: T,
+) -> T:
     why = supported(model)
     if why is not None:
         raise ValueError(f"model `{model.name}`: no single-day evaluation: {why}")
@@ -179,23 +236,19 @@ def stages_at(
     pl = plan(model)  # refuses what the history engine refuses, the same way
     end = observation_end(wh, tz, as_of)
     if end is None:
-        return pa.table({"customer_id": pa.array([], pa.string()), "stage": []})
+        return empty
     if keys is not None:
         base = events
         if base is None:
             base = customer_events(wh, keys, pl.columns, end)
-        return _evaluate(model, base, keys, tz, end)
+        return finish(_staged(model, base, tz, end), keys)
     with customer_keys(wh) as ck:
-        return _evaluate(model, customer_events(wh, ck, pl.columns, end), ck, tz, end)
+        base = customer_events(wh, ck, pl.columns, end)
+        return finish(_staged(model, base, tz, end), ck)
 
 
-def _evaluate(
-    model: StageModel,
-    base: ir.Table,
-    ck: CustomerKeys,
-    tz: ZoneInfo,
-    end: datetime,
-) -> pa.Table:
+def _staged(model: StageModel, base: ir.Table, tz: ZoneInfo, end: datetime) -> ir.Table:
+    """_ck, stage: the features at `end` per customer key, then the rules."""
     end_s = _epoch_of(end)
     base = base.filter(base.t < end_s)  # no-op when already cut at `end`
     values = base.group_by("_ck").aggregate(**_features(model, base, end_s, tz))
@@ -207,9 +260,4 @@ def _evaluate(
         (as_condition(_compile_rule(model, s.name, s.when, resolve)), s.name)
         for s in model.stages
     ]
-    staged = values.select(
-        "_ck", stage=ibis.cases(*branches, else_=ibis.null("string"))
-    )
-    named = ck.keys.select(_k=ck.keys.ck, customer_id=ck.keys.customer_id)
-    out = staged.join(named, staged._ck == named._k).select("customer_id", "stage")
-    return out.to_pyarrow()
+    return values.select("_ck", stage=ibis.cases(*branches, else_=ibis.null("string")))

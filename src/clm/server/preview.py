@@ -42,13 +42,14 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from collections import Counter
 from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from clm.errors import ModelError
 from clm.lifecycle.model import load_model_text
 from clm.lifecycle.spec import StageModel
 from clm.warehouse.engine import Warehouse
@@ -96,7 +97,10 @@ def _columns(r: Any, draft: StageModel) -> list[str]:
     """The event columns a replay of `draft` reads (the others stay NULL)."""
     from clm.lifecycle.history import plan
 
-    have = [str(c) for c in r.sql("SELECT * FROM events LIMIT 0").columns]
+    have = r.cached(
+        ("preview_event_columns",),
+        lambda: [str(c) for c in r.sql("SELECT * FROM events LIMIT 0").columns],
+    )
     wanted = set(BASE_COLUMNS) | {"context"} | plan(draft).columns
     return [c for c in have if c in wanted]
 
@@ -208,10 +212,10 @@ def _snapshot(
 ) -> tuple[date, pd.DataFrame]:
     """(day, populations) of a `dynamic` draft as of `day` (see lifecycle.snapshot):
     the same answer as the replay's at that day, without the replay."""
-    from clm.lifecycle.snapshot import stages_at
+    from clm.lifecycle.snapshot import stage_counts
 
     with loaded.lock:
-        rows = stages_at(
+        counts = stage_counts(
             loaded.wh,
             draft,
             timezone=r.tz,
@@ -219,7 +223,6 @@ def _snapshot(
             keys=loaded.keys,
             events=loaded.events,
         )
-    counts = Counter(s for s in rows.column("stage").to_pylist() if s is not None)
     df = pd.DataFrame(
         [(s, counts.get(s, 0)) for s in draft.stage_names],
         columns=["stage", "customers"],
@@ -233,10 +236,12 @@ def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
     """Stage populations under the draft `text` (see the module docstring)."""
     from clm.server import views
 
-    checked = views.validate_model(text)
-    if not checked["valid"]:
-        return {**checked, "populations": []}
-    draft = load_model_text(text, "draft.yaml")
+    # Parsed once (what `views.validate_model` does, without parsing it again).
+    try:
+        draft = load_model_text(text, "draft.yaml")
+    except ModelError:
+        return {**views.validate_model(text), "populations": []}
+    checked = {"valid": True, "errors": [], "model": views.model_summary(draft)}
     if not exact:
         stored = _stored(r, draft)
         if stored is not None:
@@ -272,7 +277,7 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
         customers, events = r.cached(
             ("preview_sample", k, tuple(cols)), lambda: _sample(r, k, cols)
         )
-    n = len(set(customers.column("customer_id").to_pylist()))
+    n = pc.count_distinct(customers.column("customer_id")).as_py()
     base = {
         "method": "exact" if k == 1 else "sample",
         "estimate": k > 1,
