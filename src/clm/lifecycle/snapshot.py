@@ -205,18 +205,36 @@ def stage_counts(
     customer."""
 
     def counted(staged: ir.Table, ck: CustomerKeys) -> dict[str, int]:
-        staged = staged.filter(staged.stage.notnull())
-        got = staged.group_by("stage").aggregate(n=staged.count()).to_pyarrow()
-        return {
-            str(s): int(n)
-            for s, n in zip(
+        got = _counts(staged).to_pyarrow()
+        return dict(
+            zip(
                 got.column("stage").to_pylist(),
                 got.column("n").to_pylist(),
                 strict=True,
             )
-        }
+        )
 
     return _run(wh, model, timezone, as_of, keys, events, counted, {})
+
+
+def stage_counts_query(
+    model: StageModel, events: ir.Table, *, timezone: str | ZoneInfo, as_of: date
+) -> ir.Table:
+    """The query of `stage_counts` (columns stage, n) over `events`, which are
+    `customer_events` with every column the model reads, for the caller to compile
+    and run on a connection of its choice (the preview runs it on a cursor of its
+    own per request)."""
+    why = supported(model)
+    if why is not None:
+        raise ValueError(f"model `{model.name}`: no single-day evaluation: {why}")
+    tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
+    plan(model)  # refuses what the history engine refuses, the same way
+    return _counts(_staged(model, events, tz, _end_of_date(as_of, tz)))
+
+
+def _counts(staged: ir.Table) -> ir.Table:
+    staged = staged.filter(staged.stage.notnull())
+    return staged.group_by("stage").aggregate(n=staged.count())
 
 
 def _run(

@@ -45,6 +45,7 @@ import threading
 from datetime import date, datetime
 from typing import Any
 
+import ibis
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -191,20 +192,33 @@ def _replay(
 
 
 class Loaded:
-    """A sample's rows in an in-memory warehouse with their customer keys, kept
-    (in the reader's cache) for the next draft that reads the same columns: a
-    snapshot then costs one aggregate. One DuckDB connection: one draft at a time."""
+    """A sample's attributed events (`lifecycle.snapshot.customer_events`) in an
+    in-memory DuckDB, kept in the reader's cache for the next draft that reads the
+    same columns: a snapshot then costs one aggregate. They are a table of the
+    in-memory database (not a temporary one), so concurrent drafts each read it
+    through a cursor of their own instead of queueing for one connection."""
 
     def __init__(self, customers: pa.Table, events: pa.Table) -> None:
-        from clm.identity.resolve import build_customer_keys
+        from clm.identity.resolve import build_customer_keys, drop_customer_keys
         from clm.lifecycle.snapshot import customer_events
 
         self.wh = _load(customers, events)
-        self.keys = build_customer_keys(self.wh, tag="preview")
-        # Attributed once, with every loaded column: each draft only aggregates.
-        slim = customer_events(self.wh, self.keys, set(events.column_names))
-        self.events = self.wh.materialize(slim, "_clm_preview_events")
-        self.lock = threading.Lock()
+        keys = build_customer_keys(self.wh, tag="preview")
+        slim = customer_events(self.wh, keys, set(events.column_names))
+        self.wh.con.create_table("preview_events", slim, overwrite=True)
+        drop_customer_keys(self.wh, keys)
+        self.events = self.wh.con.table("preview_events")
+        self.lock = threading.Lock()  # a cursor is made under it
+
+    def run(self, query: Any) -> list[tuple[Any, ...]]:
+        sql = str(ibis.to_sql(query, dialect="duckdb"))
+        with self.lock:
+            cursor = self.wh.con.con.cursor()
+        try:
+            rows: list[tuple[Any, ...]] = cursor.execute(sql).fetchall()
+            return rows
+        finally:
+            cursor.close()
 
 
 def _snapshot(
@@ -212,17 +226,10 @@ def _snapshot(
 ) -> tuple[date, pd.DataFrame]:
     """(day, populations) of a `dynamic` draft as of `day` (see lifecycle.snapshot):
     the same answer as the replay's at that day, without the replay."""
-    from clm.lifecycle.snapshot import stage_counts
+    from clm.lifecycle.snapshot import stage_counts_query
 
-    with loaded.lock:
-        counts = stage_counts(
-            loaded.wh,
-            draft,
-            timezone=r.tz,
-            as_of=day,
-            keys=loaded.keys,
-            events=loaded.events,
-        )
+    query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
+    counts = {str(s): int(n) for s, n in loaded.run(query)}
     df = pd.DataFrame(
         [(s, counts.get(s, 0)) for s in draft.stage_names],
         columns=["stage", "customers"],
