@@ -62,6 +62,8 @@ print(json.dumps({
     "intervals": run.receipt.counts["intervals"],
     "run_steps": run.receipt.durations,
     "metric_values": len(m.values),
+    # 1 when `clm metrics` read the values the run's precompute stored.
+    "metrics_stored": int(m.receipt.counts.get("stored", 0)),
 }))
 """
 
@@ -121,7 +123,8 @@ def main() -> None:
             f"run {s['run']:.1f} s (identity {s['identity']:.1f}, keys "
             f"{s.get('keys', 0):.1f}, stages "
             f"{s['stages']:.1f}, profiles {s['profiles']:.1f}, precompute "
-            f"{s['precompute']:.1f}), metrics {s['metrics']:.1f} s, "
+            f"{s['precompute']:.1f}), metrics {s['metrics']:.1f} s"
+            f"{' (stored)' if r.get('metrics_stored') else ''}, "
             f"total {s['total']:.1f} s (CPU {r['cpu_s']:.1f} s), "
             f"peak RSS {r['peak_rss_mb']:,} MB",
             flush=True,

@@ -135,3 +135,22 @@ def test_new_data_computes_afresh(ran):
     # A new run of the model (a new run id) too.
     run_model(wh, model, timezone="UTC")
     assert stored_metrics(wh, model, grain="week", timezone=UTC) is None
+
+
+def test_run_keys_and_shared_orders_give_the_same_numbers(ran):
+    """Inside a run both grains share one staged-orders table; the numbers are
+    those computed outside a run, and the table is gone once released."""
+    from clm.identity.resolve import run_customer_keys
+    from clm.metrics.context import _STAGED, release_staged_orders
+
+    wh, model = ran
+    want = {g: fresh(wh, model, g).values for g in ("week", "month")}
+    with run_customer_keys(wh):
+        got = {g: fresh(wh, model, g).values for g in ("week", "month")}
+        names = [name for _, name in _STAGED.values()]
+        assert len(names) == 1
+        release_staged_orders(wh)
+    assert not _STAGED
+    assert names[0] not in wh.con.list_tables()
+    for g in want:
+        pd.testing.assert_frame_equal(got[g], want[g])

@@ -208,23 +208,43 @@ def stored_metrics(
             [model.name, model.version, grain, stored["run_id"]],
         ).df()
         n = int(stored["periods"])
+        # One frame for all metrics (39 small frames cost 0.2 s of pandas): the
+        # stored rows in model order, then `previous` and `change` by the same
+        # element-wise arithmetic as `_rows`.
         groups = dict(iter(df.groupby(["stage", "metric"], sort=False)))
-        rows = []
-        periods: pd.Index | None = None
+        parts, stages, keys, units = [], [], [], []
         for stage_name, call in attached(model):
             if stage is not None and stage_name != stage:
                 continue
             part = groups.get((stage_name, call.key))
             if part is None or len(part) != n:
                 return None  # not what was stored: compute afresh
-            if periods is None:
-                # Local dates, as the calendar gives them to a fresh computation.
-                days = pd.to_datetime(part.period_start).dt.date
-                periods = pd.Index(days.to_list(), name="period")
-            metric = check_call(call.name, call.args, model.stage_names)
-            series = pd.Series(part.value.to_numpy(dtype=float), index=periods)
-            rows.append(_rows(stage_name, call.key, metric.unit, periods, series))
-    values = _frame(rows)
+            parts.append(part.value.to_numpy(dtype=float))
+            stages.append(stage_name)
+            keys.append(call.key)
+            units.append(check_call(call.name, call.args, model.stage_names).unit)
+        if not parts:
+            values = _frame([])
+        else:
+            # Local dates, as the calendar gives them to a fresh computation.
+            days = pd.to_datetime(groups[(stages[0], keys[0])].period_start).dt.date
+            value = np.concatenate(parts)
+            prev = np.concatenate([np.r_[np.nan, p[:-1]] for p in parts])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                change = (value - prev) / np.where(prev != 0, np.abs(prev), np.nan)
+            values = pd.DataFrame(
+                {
+                    "stage": np.repeat(np.array(stages, dtype=object), n),
+                    "metric": np.repeat(np.array(keys, dtype=object), n),
+                    "unit": np.repeat(np.array(units, dtype=object), n),
+                    "period_start": np.tile(
+                        np.array(days.to_list(), dtype=object), len(parts)
+                    ),
+                    "value": value,
+                    "previous": prev,
+                    "change": change,
+                }
+            )
     caveats = [(str(code), dict(params)) for code, params in stored["caveats"]]
     receipt.counts.update(values=len(values), periods=n, stored=1)
     return MetricsResult(values, caveats, None, receipt)

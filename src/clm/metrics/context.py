@@ -12,6 +12,7 @@ Conventions (they decide what every built-in metric means):
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -21,7 +22,11 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from clm.identity.resolve import current_customer_keys, customer_events
+from clm.identity.resolve import (
+    CustomerKeys,
+    current_customer_keys,
+    customer_events,
+)
 from clm.lifecycle.calendar import BUCKET_SECONDS, Calendar, build_calendar
 from clm.lifecycle.queries import run_info
 from clm.lifecycle.spec import StageModel
@@ -134,29 +139,7 @@ def build_context(
     )
 
     # Orders and refunds, attributed to the stage held at the order's time.
-    ev = _orders(wh)
-    ev = ev.filter(ev.timestamp < ibis.literal(end))
-    w = ibis.window(group_by="customer_id", order_by=["timestamp", "event_id"])
-    is_order = ev.event == "order_completed"
-    ev = ev.mutate(
-        _n=ibis.ifelse(is_order, 1, 0)
-        .sum()
-        .over(
-            ibis.cumulative_window(
-                group_by="customer_id", order_by=["timestamp", "event_id"]
-            )
-        )
-    )
-    del w
-    hh = hist.select(
-        _c=hist.customer_id, stage=hist.stage, _vf=hist.valid_from, _vt=hist.valid_to
-    )
-    j = ev.join(
-        hh,
-        (ev.customer_id == hh._c)
-        & (hh._vf <= ev.timestamp)
-        & (hh._vt.isnull() | (ev.timestamp < hh._vt)),
-    )
+    j = _staged_orders(wh, model, hist, end)
     j = period(j, "timestamp", "p")
     is_order = j.event == "order_completed"
     rev = j.revenue.fill_null(0.0)
@@ -214,6 +197,64 @@ def build_context(
     return ctx
 
 
+# Inside a run, the staged orders of each (model, version, observation end), made
+# once for all grains: {key: (the run's customer keys, temporary table name)}.
+_STAGED: dict[tuple[int, str, int, str], tuple[CustomerKeys, str]] = {}
+
+
+def _staged_orders(
+    wh: Warehouse, model: StageModel, hist: ir.Table, end: datetime
+) -> ir.Table:
+    """Order and refund events before `end` with the stage held at their time and
+    `_n`, the customer's number of orders so far.
+
+    Inside `clm run` (the dashboard's precompute asks for two grains) the join is made
+    once into a temporary table, kept while the run's customer keys are the same
+    (they are made again by every run, and the history and events cannot change
+    within a run) and dropped by `release_staged_orders` at the precompute's end."""
+    ev = _orders(wh)
+    ev = ev.filter(ev.timestamp < ibis.literal(end))
+    ev = ev.mutate(
+        _n=ibis.ifelse(ev.event == "order_completed", 1, 0)
+        .sum()
+        .over(
+            ibis.cumulative_window(
+                group_by="customer_id", order_by=["timestamp", "event_id"]
+            )
+        )
+    )
+    hh = hist.select(
+        _c=hist.customer_id, stage=hist.stage, _vf=hist.valid_from, _vt=hist.valid_to
+    )
+    j = ev.join(
+        hh,
+        (ev.customer_id == hh._c)
+        & (hh._vf <= ev.timestamp)
+        & (hh._vt.isnull() | (ev.timestamp < hh._vt)),
+    ).select("customer_id", "timestamp", "event", "revenue", "_n", "stage")
+    made = current_customer_keys(wh)
+    if made is None or wh.capabilities.name != "duckdb":
+        return j
+    for key, (owner, name) in list(_STAGED.items()):
+        if owner is not made:  # left over from an earlier run
+            wh.drop(name)
+            del _STAGED[key]
+    key = (id(wh), model.name, model.version, end.isoformat())
+    if key not in _STAGED:
+        name = f"_clm_staged_orders_{uuid.uuid4().hex[:8]}"
+        wh.materialize(j, name)
+        _STAGED[key] = (made, name)
+    return wh.con.table(_STAGED[key][1])
+
+
+def release_staged_orders(wh: Warehouse) -> None:
+    """Drop the staged orders `build_context` kept for the run on `wh`."""
+    for key, (_, name) in list(_STAGED.items()):
+        if key[0] == id(wh):
+            wh.drop(name)
+            del _STAGED[key]
+
+
 def _orders(wh: Warehouse) -> ir.Table:
     """Order and refund events of resolved customers: with the run's customer keys
     when metrics are computed inside `clm run` (the dashboard's precompute), else
@@ -236,7 +277,8 @@ def _clv_frames(
     and leaves in the period it ends. Values are the latest `customer_value` rows (of
     the purchase model computed last): a snapshot, applied to every period.
     """
-    if not wh.has_table("customer_value"):
+    if not wh.has_table("customer_value") or _none_yet(wh, "customer_value"):
+        # No value yet: the joins below would give these same empty frames.
         return pd.DataFrame(index=pd.RangeIndex(n)), pd.DataFrame(
             index=pd.RangeIndex(n)
         )
@@ -258,6 +300,13 @@ def _clv_frames(
         stop = _pivot(frames[1].rename(columns={value: "n"}), "p_to", n, float)
         out.append((start - stop.reindex(columns=start.columns, fill_value=0)).cumsum())
     return out[0], out[1]
+
+
+def _none_yet(wh: Warehouse, table: str) -> bool:
+    """Whether `table` has no rows (known for DuckDB only; elsewhere False)."""
+    if wh.capabilities.name != "duckdb":
+        return False
+    return wh.con.con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None
 
 
 def _pivot(df: pd.DataFrame, col: str, n: int, dtype: type = np.int64) -> pd.DataFrame:

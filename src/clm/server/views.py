@@ -1092,6 +1092,16 @@ def precompute(ws: Workspace, models: list[StageModel]) -> int:
     grain are stored in `metric_values` on the way (their context also gives the
     population series, so it is built once). Returns the number of answers stored.
     """
+    from clm.metrics.context import release_staged_orders
+
+    try:
+        return _precompute(ws, models)
+    finally:
+        # The staged orders both grains' metrics shared (inside `clm run`).
+        release_staged_orders(ws.warehouse)
+
+
+def _precompute(ws: Workspace, models: list[StageModel]) -> int:
     from clm.metrics.compute import compute_metrics
 
     wh = ws.warehouse
