@@ -267,3 +267,29 @@ def test_preview_of_a_forward_only_draft_replays_the_sample(
     staged = round(live.customer_id.isin(sample).sum() * body["scale"])
     got = sum(p["customers"] for p in body["populations"])
     assert abs(got - staged) <= len(body["populations"])  # rounding per stage
+
+
+def test_preview_drafts_with_other_rules_get_their_own_answer(
+    shop: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two drafts on the same loaded sample: the second only makes the catch-all
+    # stage match nobody, so it must be empty there and equal elsewhere (a draft
+    # differing only in a comment gets the first answer's numbers).
+    _, fast = readers(shop)
+    monkeypatch.setattr(preview, "PREVIEW_CUSTOMERS", 60)
+    m = shop.models()[0]
+    a = m.text.replace(f"version: {m.version}", "version: 96", 1)
+    rule = 'when: "true"'
+    assert a.count(rule) == 1
+    b = a.replace(rule, 'when: "false"')
+    body_a = views.preview_model(fast, a)
+    body_b = views.preview_model(fast, b)
+    body_c = views.preview_model(fast, a + "\n# only a comment\n")
+    pa_ = {p["stage"]: p["customers"] for p in body_a["populations"]}
+    pb = {p["stage"]: p["customers"] for p in body_b["populations"]}
+    last = m.stage_names[-1]
+    assert pa_[last] > 0 and pb[last] == 0
+    assert {s: c for s, c in pa_.items() if s != last} == {
+        s: c for s, c in pb.items() if s != last
+    }
+    assert body_c["populations"] == body_a["populations"]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections import OrderedDict
 from datetime import date, datetime
 from typing import Any
 
@@ -208,10 +209,13 @@ class Loaded:
         self.wh.con.create_table("preview_events", slim, overwrite=True)
         drop_customer_keys(self.wh, keys)
         self.events = self.wh.con.table("preview_events")
-        self.lock = threading.Lock()  # a cursor is made under it
+        self.lock = threading.Lock()  # cursors and `compiled` change under it
+        # The compiled query per draft semantics (see `_semantics`): drafts that
+        # differ only in comments, version, labels or descriptions run the same
+        # aggregate, which is still run for each of them.
+        self.compiled: OrderedDict[tuple[Any, ...], str] = OrderedDict()
 
-    def run(self, query: Any) -> list[tuple[Any, ...]]:
-        sql = str(ibis.to_sql(query, dialect="duckdb"))
+    def run(self, sql: str) -> list[tuple[Any, ...]]:
         with self.lock:
             cursor = self.wh.con.con.cursor()
         try:
@@ -221,6 +225,25 @@ class Loaded:
             cursor.close()
 
 
+def _semantics(draft: StageModel) -> tuple[Any, ...]:
+    """What decides a draft's stages: grain, progression, features, rules in order."""
+    from clm.lifecycle.rules.parser import to_text
+
+    features = tuple(
+        (
+            f.name,
+            f.kind,
+            f.column,
+            None if f.filter is None else to_text(f.filter),
+            f.within_days,
+            f.within_periods,
+        )
+        for f in draft.features.values()
+    )
+    stages = tuple((s.name, to_text(s.when)) for s in draft.stages)
+    return (draft.grain, draft.progression, features, stages)
+
+
 def _snapshot(
     r: Any, draft: StageModel, loaded: Loaded, day: date
 ) -> tuple[date, pd.DataFrame]:
@@ -228,8 +251,17 @@ def _snapshot(
     the same answer as the replay's at that day, without the replay."""
     from clm.lifecycle.snapshot import stage_counts_query
 
-    query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
-    counts = {str(s): int(n) for s, n in loaded.run(query)}
+    key = (_semantics(draft), str(r.tz), day)
+    with loaded.lock:
+        sql = loaded.compiled.get(key)
+    if sql is None:
+        query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
+        sql = str(ibis.to_sql(query, dialect="duckdb"))
+        with loaded.lock:
+            loaded.compiled[key] = sql
+            while len(loaded.compiled) > 64:
+                loaded.compiled.popitem(last=False)
+    counts = {str(s): int(n) for s, n in loaded.run(sql)}
     df = pd.DataFrame(
         [(s, counts.get(s, 0)) for s in draft.stage_names],
         columns=["stage", "customers"],
