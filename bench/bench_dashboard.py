@@ -161,9 +161,12 @@ EDITED_FORWARD = "/api/v1/models/preview#edited-forward-only"
 
 def edited_draft(yaml_text: str, n: int, forward: bool = False) -> bytes:
     """A draft that differs from the saved model (and from every other request, so
-    no answer comes from the server's cache): version bumped, a numbered comment;
-    `forward`: with `progression: forward_only`."""
+    no answer comes from the server's cache): version bumped, a numbered comment,
+    and a catch-all rule `true` rewritten with the number (same stages, new rule
+    text: the preview compiles its query again); `forward`: with
+    `progression: forward_only`."""
     text = yaml_text.replace("version: ", "version: 1", 1) + f"\n# bench draft {n}\n"
+    text = text.replace('when: "true"', f'when: "true or {n} < 0"', 1)
     if forward:
         text = text.replace("progression: dynamic", "progression: forward_only", 1)
     return json.dumps({"yaml": text}).encode()
