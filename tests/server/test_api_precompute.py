@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from starlette.testclient import TestClient
 
 import clm
 from clm.demo.simulate import write_parquet
+from clm.metrics.compute import compute_metrics
 from clm.receipts import Receipt
 from clm.server import views
 from clm.server.app import create_app
@@ -271,3 +273,45 @@ def test_search_pages_cover_every_hit_once(shop: Workspace, exact: bool) -> None
     assert want[0] == cid if exact else len(want) > 7
     past = views.search_customers(r, q, page + 1, 7)
     assert past["rows"] == [] and past["total"] == len(want)
+
+
+def test_dashboard_metrics_never_show_values_of_older_data(tmp_path: Path) -> None:
+    # A small workspace (no precompute): `clm metrics` stores values, then more events
+    # arrive and `clm run` replays the history without storing metrics. The page must
+    # show the new data's values, equal to a fresh computation, not the stored ones.
+    first, more = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    write_parquet(first, 40, seed=3)
+    write_parquet(more, 60, seed=4)
+    ws = clm.init(tmp_path / "ws", timezone="Europe/Berlin")
+    try:
+        ws._save_receipt(ws.import_events(first))
+        ws.run()
+        ws.metrics(grain="month")
+        before = views.metrics(views.Reader(ws, ws.warehouse), None, "month")
+        ws._save_receipt(ws.import_events(more))
+        ws.run()
+        after = views.metrics(views.Reader(ws, ws.warehouse), None, "month")
+        fresh = compute_metrics(
+            ws.warehouse,
+            ws.model("ecommerce"),
+            grain="month",
+            timezone=ZoneInfo("Europe/Berlin"),
+            store=False,
+        ).values
+
+        def key(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], float]:
+            return {
+                (r["stage"], r["metric"], str(r["period_start"])): r["value"]
+                for r in rows
+                if r["value"] is not None
+            }
+
+        want = {
+            (r.stage, r.metric, str(r.period_start)): r.value
+            for r in fresh.itertuples()
+            if r.value == r.value  # NaN: no value, as the page leaves it out
+        }
+        assert key(after["values"]) == pytest.approx(want)
+        assert key(after["values"]) != key(before["values"])
+    finally:
+        ws.close()

@@ -323,18 +323,15 @@ def populations(r: Reader, model: str | None, as_of: date | None) -> dict[str, A
 
 
 def _metric_rows(r: Reader, m: StageModel, grain: str) -> pd.DataFrame:
-    """Stored metric values of the model and grain; computed (not stored) if none."""
-    df = r.sql(
-        "SELECT stage, metric, period_start, value FROM metric_values "
-        "WHERE model = ? AND model_version = ? AND grain = ? AND segment = '' "
-        "ORDER BY stage, metric, period_start",
-        [m.name, m.version, grain],
-    )
-    if df.empty:
-        from clm.metrics.compute import compute_metrics
+    """The metric values of the model and grain: the stored ones when they answer
+    this question on the current data (the rule of `clm.metrics.compute`, the same
+    `clm metrics` follows), else computed (not stored)."""
+    from clm.metrics.compute import compute_metrics, stored_metrics
 
+    res = stored_metrics(r.wh, m, grain=grain, timezone=r.tz)
+    if res is None:
         res = compute_metrics(r.wh, m, grain=grain, timezone=r.tz, store=False)
-        df = res.values[["stage", "metric", "period_start", "value"]].copy()
+    df = res.values[["stage", "metric", "period_start", "value"]].copy()
     df["period_start"] = pd.to_datetime(df.period_start).dt.date
     df = df.sort_values(["stage", "metric", "period_start"]).reset_index(drop=True)
     prev = df.groupby(["stage", "metric"], sort=False).value.shift(1)
