@@ -91,7 +91,8 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         1440,
         "How far back (minutes) the loader looks for an event id already stored; "
-        "each load scans the ids received in that span",
+        "the ids of that span are held in memory (16-32 bytes each), so lower it "
+        "for very high event rates",
     ),
     Setting(
         "serve.session_timeout_minutes",
