@@ -104,6 +104,31 @@ def _events_of(wh: Warehouse, cid: str, keys: list[str]) -> ir.Table:
     return customer_events(wh, raw.filter(ibis.or_(*near).fill_null(False)))
 
 
+# The timeline's columns, newest event first (the server's fast path reads the same).
+TIMELINE = (
+    "timestamp",
+    "type",
+    "event",
+    "event_id",
+    "user_id",
+    "anonymous_id",
+    "revenue",
+    "channel",
+    "url",
+)
+
+
+def profile_record(rows: pd.DataFrame) -> dict[str, Any]:
+    """A customer's `profiles` row as a dict with its JSON columns decoded; empty
+    when there is no row."""
+    if not len(rows):
+        return {}
+    profile: dict[str, Any] = rows.iloc[0].to_dict()
+    for k in ("traits", "trait_times", "stages"):
+        profile[k] = json.loads(profile[k] or "{}")
+    return profile
+
+
 def _frame(wh: Warehouse, sql: str, params: list[Any]) -> pd.DataFrame:
     return _db(wh).execute(sql, params).df()
 
@@ -114,12 +139,9 @@ def customer_view(
     """Profile, identifiers, links, merges, conflicts, stage history and one page of
     the timeline (newest first) of one customer."""
     cid = customer_id
-    prof = _frame(wh, "SELECT * FROM profiles WHERE customer_id = ?", [cid])
-    profile: dict[str, Any] = {}
-    if len(prof):
-        profile = prof.iloc[0].to_dict()
-        for k in ("traits", "trait_times", "stages"):
-            profile[k] = json.loads(profile[k] or "{}")
+    profile = profile_record(
+        _frame(wh, "SELECT * FROM profiles WHERE customer_id = ?", [cid])
+    )
     idents = _frame(
         wh,
         "SELECT identifier, kind, first_seen, last_seen, status FROM customers "
@@ -156,17 +178,7 @@ def customer_view(
     rows = (
         ev.order_by([ev.timestamp.desc(), ev.event_id.desc()])
         .limit(page_size, offset=max(page - 1, 0) * page_size)
-        .select(
-            "timestamp",
-            "type",
-            "event",
-            "event_id",
-            "user_id",
-            "anonymous_id",
-            "revenue",
-            "channel",
-            "url",
-        )
+        .select(*TIMELINE)
         .to_pandas()
     )
     return {

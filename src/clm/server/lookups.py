@@ -46,6 +46,7 @@ import threading
 import time
 from typing import Any
 
+from clm.identity import view
 from clm.identity.identifiers import ANON, USER, event_key_sql
 
 log = logging.getLogger("clm.server")
@@ -221,17 +222,7 @@ class Lookups:
 # -- the timeline ---------------------------------------------------------------------
 
 # The timeline's columns, as `identity.view.customer_view` shows them.
-TIMELINE = (
-    "timestamp",
-    "type",
-    "event",
-    "event_id",
-    "user_id",
-    "anonymous_id",
-    "revenue",
-    "channel",
-    "url",
-)
+TIMELINE = view.TIMELINE
 
 
 def rowids(con: Any, look: dict[str, Any], cids: list[str], table: str) -> list[int]:

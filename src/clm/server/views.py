@@ -871,12 +871,9 @@ def _resolved_view(
     attributed with the same rule as `customer_events` and kept when the key is
     one of the customer's identifiers (`lookups.timeline_sql`). Same rows, same
     order."""
-    prof = _customer_table(r, look, "profiles", cid)
-    profile: dict[str, Any] = {}
-    if len(prof):
-        profile = prof.iloc[0].to_dict()
-        for k in ("traits", "trait_times", "stages"):
-            profile[k] = json.loads(profile[k] or "{}")
+    from clm.identity.view import profile_record
+
+    profile = profile_record(_customer_table(r, look, "profiles", cid))
     idents = _customer_table(
         r,
         look,
