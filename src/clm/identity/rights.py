@@ -113,6 +113,7 @@ def erase_customer(wh: Warehouse, customer_id: str) -> Receipt:
     con = _prepare(wh, customer_id)
     erasure_id = uuid.uuid4().hex
     counts: dict[str, int] = {}
+    sessions = wh.has_table(SESSIONS_TABLE)  # made by the collector's first load
     try:
         import pyarrow as pa
 
@@ -135,7 +136,7 @@ def erase_customer(wh: Warehouse, customer_id: str) -> Receipt:
             counts["view_cache"] = _delete(
                 con, "view_cache", VIEW_CACHE_WHERE, customer_id
             )
-            if _exists(con, SESSIONS_TABLE):
+            if sessions:
                 counts[SESSIONS_TABLE] = _delete(
                     con, SESSIONS_TABLE, SESSIONS_WHERE, customer_id
                 )
@@ -155,13 +156,6 @@ def erase_customer(wh: Warehouse, customer_id: str) -> Receipt:
     receipt.counts.update(counts)
     receipt.details["erasure_id"] = erasure_id
     return receipt
-
-
-def _exists(con: Any, table: str) -> bool:
-    row = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _delete(con: Any, table: str, where: str, cid: str) -> int:
