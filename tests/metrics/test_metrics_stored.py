@@ -15,41 +15,14 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 import pytest
 
+from builders import WEEKLY_MODEL as MODEL
+from builders import WEEKLY_ROWS as ROWS
 from builders import events
 from clm.lifecycle.history import run_model
 from clm.lifecycle.model import load_model_text
 from clm.metrics.compute import compute_metrics, stored_metrics
 from clm.warehouse.engine import Warehouse
 
-MODEL = """
-name: t
-version: 1
-grain: week
-features:
-  orders: count(event = 'order_completed')
-  orders_28d: count(event = 'order_completed', within = 28d)
-  days_since_order: days_since(event = 'order_completed')
-stages:
-  - {name: lapsed, when: "orders >= 1 and days_since_order > 20", churned: true}
-  - {name: active, when: "orders_28d >= 2"}
-  - {name: buyer, when: "orders >= 1"}
-  - {name: visitor, when: "true"}
-metrics:
-  buyer: [population, entered, exited, conversion_rate_to(active), orders, revenue,
-          average_order_value, repeat_purchase_rate]
-  active: [population, churn_rate, median_days_in_stage, revenue, revenue_share]
-  lapsed: [population, entered]
-"""
-
-ROWS = [
-    ("c1", None, "2024-01-01 08:00"),
-    ("c1", "order_completed", "2024-01-03 12:00"),
-    ("c1", "order_completed", "2024-01-10 12:00"),
-    ("c1", "order_completed", "2024-02-12 09:00"),
-    ("c2", None, "2024-03-20 10:00"),
-    ("c3", "order_completed", "2024-01-15 00:00:00"),
-    ("c4", "order_completed", "2024-01-14 23:59:59"),
-]
 UTC = ZoneInfo("UTC")
 
 
