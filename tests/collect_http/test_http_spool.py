@@ -251,27 +251,7 @@ def test_dedup_window_setting(tmp_path: Path) -> None:
     wh = Warehouse.duckdb(tmp_path / "w.duckdb")
 
     def seg(n: int, *events: tuple[str, datetime]) -> Path:
-        path = tmp_path / f"seg-{n:012d}.jsonl"
-        path.write_bytes(
-            b"".join(
-                orjson.dumps(
-                    {
-                        "k": "e",
-                        "event_id": e,
-                        "type": "track",
-                        "event": "X",
-                        "anonymous_id": "a",
-                        "timestamp": at,
-                        "received_at": at,
-                        "source": "segment:t",
-                        "protocol": "segment",
-                    }
-                )
-                + b"\n"
-                for e, at in events
-            )
-        )
-        return path
+        return _id_segment(tmp_path / f"seg-{n:012d}.jsonl", list(events))
 
     noon = datetime(2026, 1, 5, 12)
     load_segments(
