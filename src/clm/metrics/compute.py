@@ -152,13 +152,10 @@ def data_basis(wh: Warehouse, model: StageModel) -> str | None:
     if wh.con.name != "duckdb":
         return None
     con = wh.con.con
-    has_value = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'customer_value'"
-    ).fetchone()
     value = (
         "(SELECT count(*) || '|' || coalesce(max(computed_at)::VARCHAR, '') "
         "FROM customer_value)"
-        if has_value and has_value[0]
+        if wh.has_table("customer_value")
         else "''"
     )
     row = con.execute(
