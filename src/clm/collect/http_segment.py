@@ -138,7 +138,7 @@ async def handle(
             if check_size and len(orjson.dumps(msg)) > MESSAGE_LIMIT:
                 raise Invalid("message", "over the 32 KB limit per message")
             row = map_message(msg, received, default_type=default_type, skew=skew)
-            if client_ip and not row["ip"]:
+            if client_ip and not row.get("ip"):
                 row["ip"] = client_ip
             records.append(event(row, "segment", source))
         except Invalid as exc:

@@ -146,12 +146,19 @@ class Intake:
         context = row["context"]
         if self.config.anonymize_ip:
             # The raw address must not survive anywhere in the row, context included.
-            ip = row["ip"] = anonymize_ip(row["ip"])
+            ip = anonymize_ip(row.get("ip"))
+            if ip is None:
+                row.pop("ip", None)
+            else:
+                row["ip"] = ip
             if "ip" in context:
                 context["ip"] = ip
-        # context.clm is built by the loader; a client's own (a dict) is merged.
-        clm = context.pop("clm", None) if "clm" in context else None
-        row["clm_in"] = clm if type(clm) is dict else None
+        # context.clm is built by the loader; a client's own (a dict) is merged. A
+        # key left out (here and in the row) is read as NULL by the loader.
+        if "clm" in context:
+            clm = context.pop("clm")
+            if type(clm) is dict:
+                row["clm_in"] = clm
         row["protocol"] = protocol
         row["k"] = "e"
         self.accepted += 1

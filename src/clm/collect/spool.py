@@ -4,8 +4,10 @@ Design choices (the task asked for them to be written down here):
 
 - **Format.** Newline-delimited JSON, one record per line, in segment files
   `seg-<12-digit sequence>.<state>`. A record is an `events` row (`"k": "e"`) or a
-  `rejected` row (`"k": "r"`), already mapped and enriched, so that loading needs no
-  Python per row: DuckDB reads a sealed segment with `read_json` directly.
+  `rejected` row (`"k": "r"`), already mapped, so that loading needs no Python per
+  row: DuckDB reads a sealed segment with `read_json` directly. Columns without a
+  value are left out of a record (read as NULL): a quarter fewer bytes per event
+  to write, fsync and parse.
 - **Append and group commit.** Requests hand their records to `write()`, which
   returns a future. One writer thread takes everything queued since its last turn,
   writes it with a single `write` and a single `fsync`, then resolves all those
