@@ -255,12 +255,13 @@ def measure(
 
 def wait_for_lookups(url: str, limit: float = 300) -> dict[str, Any]:
     """Wait until the server's look-up tables for the customer pages are built (it
-    starts them on the first read request; until then those pages scan)."""
+    starts them on the first read request; until then those pages scan) and the
+    model preview's sample is loaded after them (`warm`)."""
     t = time.perf_counter()
     httpx.get(url + "/api/v1/stages", timeout=120)  # creates the reader
     while time.perf_counter() - t < limit:
         status = httpx.get(url + "/api/v1/", timeout=10).json().get("lookups") or {}
-        if status.get("ready"):
+        if status.get("ready") and status.get("warm", True):
             return {**status, "waited_s": round(time.perf_counter() - t, 1)}
         time.sleep(0.5)
     raise SystemExit(f"look-up tables not ready after {limit:.0f} s: {status}")

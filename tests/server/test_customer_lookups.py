@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from datetime import date
 
 import pandas as pd
 import pytest
 
 import clm
 from clm.demo.simulate import write_parquet
+from clm.lifecycle.model import load_model_text
 from clm.server import lookups, preview, views
 from clm.workspace import Workspace
 
@@ -242,31 +244,43 @@ def test_exact_preview_replays_every_customer(shop: Workspace) -> None:
     assert all(p["margin"] == 0 for p in body["populations"])
 
 
-def test_preview_of_a_forward_only_draft_replays_the_sample(
+def test_preview_of_a_forward_only_draft_equals_the_replay_of_the_sample(
     shop: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A forward-only stage depends on the history: no snapshot, the sample is
-    # replayed. The model's last stage matches everyone (`true`), so every sampled
-    # customer with a stored stage has one under the draft too.
+    # A forward-only stage depends on the history: no snapshot; the sample's
+    # candidate-period grid gives the answer. It must be what the stage history
+    # engine, replaying the same sample and storing its history, says as of the
+    # same day; and a second draft that only changes a rule reuses the grid (one
+    # grid built) and still equals its own replay.
     _, fast = readers(shop)
     monkeypatch.setattr(preview, "PREVIEW_CUSTOMERS", 60)
     m = shop.models()[0]
     assert "progression: dynamic" in m.text
-    draft = m.text.replace(f"version: {m.version}", "version: 97", 1).replace(
+    a = m.text.replace(f"version: {m.version}", "version: 97", 1).replace(
         "progression: dynamic", "progression: forward_only", 1
     )
-    body = views.preview_model(fast, draft)
-    assert body["method"] == "sample" and body["engine"] == "replay"
-    con = shop.warehouse.con.con
-    ids = con.execute(
-        "SELECT DISTINCT customer_id, hash(customer_id) AS h FROM customers"
-    ).df()
-    k = math.ceil(len(ids) / 60)
-    sample = set(ids.customer_id[ids.h.astype("uint64") % k == 0])
-    live = stored_stages(shop, body["as_of"])
-    staged = round(live.customer_id.isin(sample).sum() * body["scale"])
-    got = sum(p["customers"] for p in body["populations"])
-    assert abs(got - staged) <= len(body["populations"])  # rounding per stage
+    b = a.replace('when: "true"', 'when: "false"', 1)
+    assert a != b
+    for draft in (a, b):
+        body = views.preview_model(fast, draft)
+        assert body["method"] == "sample" and body["engine"] == "grid"
+        model = load_model_text(draft, "draft.yaml")
+        k = body["sample_every"]
+        customers, events = preview._sample(fast, k, preview._columns(fast, model))
+        day, pops = preview._replay(
+            fast, model, customers, events, date.fromisoformat(body["as_of"])
+        )
+        assert day.isoformat() == body["as_of"]
+        want = {
+            s: round(c * body["scale"])
+            for s, c in zip(pops.stage, pops.customers, strict=True)
+            if c
+        }
+        got = {p["stage"]: p["customers"] for p in body["populations"]}
+        assert {s: c for s, c in got.items() if c} == want
+        assert sum(want.values()) > 0
+    held = list(fast.preview_held.values())
+    assert len(held) == 1 and len(held[0].grids) == 1
 
 
 def test_preview_drafts_with_other_rules_get_their_own_answer(
@@ -293,3 +307,32 @@ def test_preview_drafts_with_other_rules_get_their_own_answer(
         s: c for s, c in pb.items() if s != last
     }
     assert body_c["populations"] == body_a["populations"]
+
+
+def test_warming_loads_the_sample_and_the_saved_models_grid(
+    shop: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the server does once its look-up tables are ready: afterwards an edited
+    # forward-only draft of the saved model (same features) builds nothing new.
+    _, fast = readers(shop)
+    monkeypatch.setattr(preview, "PREVIEW_CUSTOMERS", 60)
+    preview.warm(fast)
+    held = list(fast.preview_held.values())
+    assert len(held) == 1 and len(held[0].grids) == 1
+    m = shop.models()[0]
+    draft = m.text.replace(f"version: {m.version}", "version: 95", 1).replace(
+        "progression: dynamic", "progression: forward_only", 1
+    )
+    assert views.preview_model(fast, draft)["engine"] == "grid"
+    assert len(held[0].grids) == 1 and len(fast.preview_held) == 1
+    # A dynamic draft with the saved features now reads the grid too, and says
+    # what the snapshot (on a reader that has not warmed) says.
+    dyn = m.text.replace(f"version: {m.version}", "version: 94", 1)
+    body = views.preview_model(fast, dyn)
+    assert body["engine"] == "grid"
+    cold = views.Reader(shop, shop.warehouse)
+    cold.lookups = None
+    other = views.preview_model(cold, dyn)
+    assert other["engine"] == "snapshot"
+    assert body["populations"] == other["populations"]
+    assert sum(p["customers"] for p in body["populations"]) > 0

@@ -44,6 +44,7 @@ import bisect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from clm.identity import view
@@ -101,6 +102,10 @@ class Lookups:
         self.generation = 0
         self.seconds: float | None = None
         self.error: str | None = None
+        # Run in the build's thread once a generation is ready (the server warms
+        # the model preview's sample there); `warmed`: the stamp it last finished.
+        self.after: Callable[[str], None] | None = None
+        self.warmed: str | None = None
 
     def ready(self, stamp: str) -> dict[str, Any] | None:
         with self.lock:
@@ -129,6 +134,8 @@ class Lookups:
             "building": self.building is not None,
             "seconds": self.seconds,
             "error": self.error,
+            # Whether the work after the build (the preview's sample) is done too.
+            "warm": cur is not None and self.warmed == cur["stamp"],
         }
 
     def _build(self, stamp: str) -> None:
@@ -145,6 +152,12 @@ class Lookups:
             self.building, self.error = None, None
             self.seconds = time.perf_counter() - t
         log.info("look-up tables ready in %.1f s", self.seconds)
+        if self.after is not None:
+            try:
+                self.after(stamp)
+            except Exception:  # the preview then loads its sample on first use
+                log.exception("warming after the look-up tables failed")
+        self.warmed = stamp
         if old is not None:
             # Requests that read the old names finish within seconds; a later one
             # reads the new names. Dropping them frees their memory.

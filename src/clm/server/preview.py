@@ -17,20 +17,31 @@ per stage. Three ways, chosen in this order:
   on the same data gives the same answer.
 - **exact** (`?exact=1`): every customer, held in memory meanwhile.
 
-How the sample (or everyone) is evaluated, the answer's `engine`:
+How the sample (or everyone) is evaluated, the answer's `engine`. The sample's rows
+are loaded once into an in-memory DuckDB with their customer keys and attributed
+events (`Loaded`: about 3 s at 10M events, done in the background when the server's
+look-up tables are ready, for the columns the saved models read, and again after an
+import); then:
 
 - `snapshot`, for `progression: dynamic` drafts without `p_alive()`: the stage as
   of the last day depends only on the features at that day, so one aggregate per
-  customer and the rules give the replay's answer exactly
-  (`lifecycle.snapshot`). The sample's rows are loaded once into an in-memory
-  DuckDB with their customer keys and attributed events (a few seconds, the first
-  draft after a start or an import); each draft then costs its parsing, the Ibis
-  compilation and one aggregate: ~0.1 s on the 10M-event benchmark.
-- `replay`, for `forward_only` drafts (the furthest stage reached depends on the
-  whole history) and drafts with `p_alive()`: the stage history engine replays the
-  sample in a fresh in-memory DuckDB, 2-4 s on the benchmark (about 0.8 s of it
-  fixed: statements and their compilation), over the p95 target of issue 6. Known
-  shortcoming; see docs/benchmarks-dashboard.md.
+  customer and the rules give the replay's answer exactly (`lifecycle.snapshot`):
+  parsing, Ibis compilation and one aggregate, ~0.1-0.2 s on the 10M-event
+  benchmark.
+- `grid`, for `forward_only` drafts (the furthest stage reached depends on the
+  whole history): the history engine's candidate-period grid of the features the
+  rules read, built once per feature set (`lifecycle.standing.grid_key`: grain,
+  features, the rules' `days_since` constants) and kept with the sample, then the
+  rules over it: ~0.5 s for a draft with a new feature set, ~20 ms for one that
+  changes only stages. The same answer as the replay (tested).
+  A `dynamic` draft whose grid is there already (the saved model's features:
+  built when the server warms the preview) is read from it too, in ~20 ms
+  instead of the snapshot's aggregate.
+- `replay`, for drafts with `p_alive()` (their values need the workspace's fitted
+  parameters): the stage history engine replays the sample in a fresh in-memory
+  DuckDB, 2-4 s on the benchmark, over the p95 target of issue 6. Known
+  shortcoming, removed when the value features are evaluated on the grid with the
+  workspace's fitted parameters.
 
 Populations are those as of the last day of the data (the end of the data), the
 same day the Overview shows. Answers are kept per draft text and data stamp in the
@@ -203,6 +214,7 @@ class Loaded:
         from clm.identity.resolve import build_customer_keys, drop_customer_keys
         from clm.lifecycle.snapshot import customer_events
 
+        self.customers, self.raw_events = customers, events
         self.wh = _load(customers, events)
         keys = build_customer_keys(self.wh, tag="preview")
         slim = customer_events(self.wh, keys, set(events.column_names))
@@ -214,6 +226,72 @@ class Loaded:
         # differ only in comments, version, labels or descriptions run the same
         # aggregate, which is still run for each of them.
         self.compiled: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        first = self.wh.con.con.execute("SELECT min(t) FROM preview_events").fetchone()
+        self.first_s: int | None = None if first is None else first[0]
+        # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day):
+        # the table's name. Built one at a time under `build`; concurrent drafts
+        # wanting the same grid wait for it instead of building it twice.
+        self.grids: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self.calendars: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
+        self.build = threading.Lock()
+        self.made = 0
+
+    def has_grid(self, draft: StageModel, tz: Any, day: date) -> bool:
+        """Whether `draft`'s grid as of `day` is built already."""
+        from clm.lifecycle import standing
+
+        key = (standing.grid_key(draft), str(tz), day)
+        with self.build:
+            return key in self.grids
+
+    def grid(self, draft: StageModel, tz: Any, day: date) -> str:
+        """The name of the table holding `draft`'s candidate grid as of `day`."""
+        from clm.lifecycle import standing
+        from clm.lifecycle.history import _end_of_date
+
+        key = (standing.grid_key(draft), str(tz), day)
+        with self.build:
+            name = self.grids.get(key)
+            if name is not None:
+                self.grids.move_to_end(key)
+                return name
+            assert self.first_s is not None  # callers stop at an empty sample
+            cal_key = (draft.grain, str(tz), day)
+            if cal_key not in self.calendars:
+                cal = standing.calendar(
+                    draft.grain, tz, self.first_s, _end_of_date(day, tz)
+                )
+                self.made += 1
+                periods = self.wh.con.create_table(
+                    f"preview_periods_{self.made}", ibis.memtable(cal.periods_frame())
+                )
+                buckets = self.wh.con.create_table(
+                    f"preview_buckets_{self.made}", ibis.memtable(cal.buckets_frame())
+                )
+                self.calendars[cal_key] = (cal, periods, buckets)
+            cal, periods, buckets = self.calendars[cal_key]
+            query = standing.grid_query(draft, self.events, periods, buckets, cal)
+            self.made += 1
+            name = f"preview_grid_{self.made}"
+            sql = ibis.to_sql(query, dialect="duckdb")
+            cursor = self.wh.con.con.cursor()
+            try:
+                cursor.execute(f"CREATE TABLE {name} AS {sql}")
+            finally:
+                cursor.close()
+            self.grids[key] = name
+            # A handful of feature sets is what editing a model visits; each grid
+            # is a few MB at the sample's size. (A draft still reading an evicted
+            # grid is improbable: it would need 16 newer feature sets meanwhile.)
+            while len(self.grids) > 16:
+                _, old = self.grids.popitem(last=False)
+                self.wh.con.con.execute(f"DROP TABLE IF EXISTS {old}")
+            return name
+
+    def close(self) -> None:
+        """Free the in-memory database (drafts still running on it fail)."""
+        with self.build:
+            self.wh.close()
 
     def run(self, sql: str) -> list[tuple[Any, ...]]:
         with self.lock:
@@ -244,18 +322,30 @@ def _semantics(draft: StageModel) -> tuple[Any, ...]:
     return (draft.grain, draft.progression, features, stages)
 
 
-def _snapshot(
-    r: Any, draft: StageModel, loaded: Loaded, day: date
+def _counted(
+    r: Any, draft: StageModel, loaded: Loaded, day: date, engine: str
 ) -> tuple[date, pd.DataFrame]:
-    """(day, populations) of a `dynamic` draft as of `day` (see lifecycle.snapshot):
+    """(day, populations) of `draft` as of `day` by the `snapshot` (dynamic, see
+    lifecycle.snapshot) or the `grid` (any progression, see lifecycle.standing):
     the same answer as the replay's at that day, without the replay."""
+    from clm.lifecycle import standing
     from clm.lifecycle.snapshot import stage_counts_query
 
-    key = (_semantics(draft), str(r.tz), day)
+    if engine == "grid" and loaded.first_s is None:
+        # No attributed event in the sample: nobody to place.
+        empty = pd.DataFrame({"stage": draft.stage_names, "customers": 0})
+        return day, empty.assign(share=0.0)
+    grid = loaded.grid(draft, r.tz, day) if engine == "grid" else None
+    key = (engine, _semantics(draft), str(r.tz), day, grid)
     with loaded.lock:
         sql = loaded.compiled.get(key)
     if sql is None:
-        query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
+        if grid is None:
+            query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
+        else:
+            with loaded.lock:  # reads the table's schema on the shared connection
+                table = loaded.wh.con.table(grid)
+            query = standing.counts_query(draft, table)
         sql = str(ibis.to_sql(query, dialect="duckdb"))
         with loaded.lock:
             loaded.compiled[key] = sql
@@ -292,51 +382,128 @@ def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
     return {**checked, **body}
 
 
-def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
-    from clm.lifecycle.snapshot import supported
-    from clm.server import views
+def _engine(draft: StageModel) -> str:
+    """How `draft` is evaluated (see the module docstring)."""
+    from clm.lifecycle import snapshot, standing
 
-    # Both are the same for every draft until the data changes: per data stamp.
+    if snapshot.supported(draft) is None:
+        return "snapshot"
+    if standing.supported(draft) is None:
+        return "grid"
+    return "replay"
+
+
+def _facts(r: Any) -> tuple[int, date | None]:
+    """Customers in the workspace and the last day of its data: the same for every
+    draft until the data changes, so per data stamp."""
     total = r.cached(
         ("preview_total",),
         lambda: int(
             r.sql("SELECT count(DISTINCT customer_id) AS n FROM customers").n.iloc[0]
         ),
     )
-    last = r.cached(("preview_last_day",), lambda: _last_day(r))
-    k = 1 if exact else max(1, math.ceil(total / PREVIEW_CUSTOMERS))
-    cols = _columns(r, draft)
-    snapshot = supported(draft) is None
-    if k == 1:
-        customers, events = _sample(r, k, cols)
-    else:
-        # The sample's rows are the same for every draft that reads the same
-        # columns: kept in the reader's cache (per data stamp), the next draft
-        # costs only its replay. (~30 MB at 20,000 customers of the benchmark.)
+    return total, r.cached(("preview_last_day",), lambda: _last_day(r))
+
+
+def _loaded(r: Any, k: int, cols: list[str]) -> Loaded:
+    """The sample 1/k with `cols`, loaded (`Loaded`), kept for the next draft that
+    reads the same columns. Not in the reader's LRU of answers, where a run of
+    drafts would push it out: a few of its own, per data stamp."""
+    key = (r.stamp(), k, tuple(cols))
+    with _HELD_LOCK:
+        held: OrderedDict[tuple[Any, ...], Loaded] = r.__dict__.setdefault(
+            "preview_held", OrderedDict()
+        )
+        lock = r.__dict__.setdefault("preview_loading", {}).setdefault(
+            key, threading.Lock()
+        )
+    with lock:  # concurrent drafts wait for one load instead of each loading
+        with _HELD_LOCK:
+            got = held.get(key)
+            if got is not None:
+                held.move_to_end(key)
+                return got
         customers, events = r.cached(
             ("preview_sample", k, tuple(cols)), lambda: _sample(r, k, cols)
         )
+        got = Loaded(customers, events)
+        with _HELD_LOCK:
+            held[key] = got
+            # Column sets differ only when drafts read other event columns; the
+            # sample's DuckDB is ~30-60 MB at 20,000 customers of the benchmark.
+            while len(held) > 3:
+                _, old = held.popitem(last=False)
+                old.close()
+        return got
+
+
+_HELD_LOCK = threading.Lock()
+
+
+def warm(r: Any) -> None:
+    """Load the sample and build the grids the saved models' drafts will need, so
+    that the first edited draft after a start (or an import) is as fast as the
+    next. Run by the server in the background once its look-up tables are ready."""
+    total, last = _facts(r)
+    if last is None or total == 0:
+        return
+    k = max(1, math.ceil(total / PREVIEW_CUSTOMERS))
+    if k == 1:
+        return  # small workspaces: every draft is exact and quick anyway
+    for model in r.models():
+        if _engine(model) == "replay":
+            continue
+        loaded = _loaded(r, k, _columns(r, model))
+        if loaded.first_s is not None:
+            # Dynamic or forward-only, a draft of this model with its features
+            # unchanged reads this grid under `progression: forward_only`.
+            loaded.grid(model, r.tz, last)
+
+
+def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
+    from clm.server import views
+
+    total, last = _facts(r)
+    k = 1 if exact else max(1, math.ceil(total / PREVIEW_CUSTOMERS))
+    cols = _columns(r, draft)
+    engine = _engine(draft)
+    if k == 1:
+        customers, events = _sample(r, k, cols)
+        loaded = None
+    elif engine == "replay":
+        customers, events = r.cached(
+            ("preview_sample", k, tuple(cols)), lambda: _sample(r, k, cols)
+        )
+        loaded = None
+    else:
+        loaded = _loaded(r, k, cols)
+        customers, events = loaded.customers, loaded.raw_events
     n = pc.count_distinct(customers.column("customer_id")).as_py()
     base = {
         "method": "exact" if k == 1 else "sample",
         "estimate": k > 1,
-        "engine": "snapshot" if snapshot else "replay",
+        "engine": engine,
         "customers": total,
         "sample_customers": n,
         "sample_every": k,
     }
     if events.num_rows == 0 or n == 0 or last is None:
         return {**base, "scale": 1.0, "populations": []}
-    if snapshot and k == 1:
-        loaded = Loaded(customers, events)  # all events: not kept
-        day, pops = _snapshot(r, draft, loaded, last)
-    elif snapshot:
-        loaded = r.cached(
-            ("preview_loaded", k, tuple(cols)), lambda: Loaded(customers, events)
-        )
-        day, pops = _snapshot(r, draft, loaded, last)
-    else:
+    if engine == "replay":
         day, pops = _replay(r, draft, customers, events, last)
+    elif loaded is None:
+        once = Loaded(customers, events)  # every customer's events: not kept
+        try:
+            day, pops = _counted(r, draft, once, last, engine)
+        finally:
+            once.close()
+    else:
+        if engine == "snapshot" and loaded.has_grid(draft, r.tz, last):
+            # Both are exact; reading a grid that is there already (a draft
+            # that changes only stages) is several times cheaper than the
+            # aggregate over the sample's events.
+            engine = base["engine"] = "grid"
+        day, pops = _counted(r, draft, loaded, last, engine)
     scale = total / n
     # 95% margin of a share estimated from a sample of n of N customers (normal
     # approximation with the finite population correction), in customers.

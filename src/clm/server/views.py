@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -72,7 +73,17 @@ class Reader:
         self._has_store: bool | None = None
         # In-memory look-up tables of the customer pages (server only).
         self.lookups = lookups.Lookups(wh.con.con) if stored else None
+        if self.lookups is not None:
+            self.lookups.after = self._warm
         self._salt: str | None = None
+
+    def _warm(self, stamp: str) -> None:
+        """After the look-up tables: the model preview's sample and grids."""
+        from clm.server import preview
+
+        t = time.perf_counter()
+        preview.warm(self)
+        log.info("model preview warmed in %.1f s", time.perf_counter() - t)
 
     @classmethod
     def for_warehouse(cls, wh: Warehouse, near: Path) -> Reader:
