@@ -5,7 +5,9 @@ them is printed per loaded event.
 
     .venv/bin/python bench/bench_collector_loader.py --events 100000 --loads 10
 
-CPU time (the process's, `time.process_time`) rather than wall time: DuckDB runs
+The checkpoint after the last load (which `clm serve` pays later, at the latest when
+it stops) is printed apart. CPU time (the process's, `time.process_time`) rather
+than wall time: DuckDB runs
 at `threads = 1` in the calling thread, as in `clm serve`, so the figures barely
 depend on what else runs on the machine.
 """
@@ -97,6 +99,11 @@ def main() -> None:
         help="events stored in the dedup window before the first load",
     )
     ap.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="leave DuckDB's vacuum on (what clm serve did before December 2026)",
+    )
+    ap.add_argument(
         "--sql-dedup",
         action="store_true",
         help="check event ids against `events` in SQL on every load (no RecentIds)",
@@ -114,6 +121,8 @@ def main() -> None:
         ws = clm.init(Path(tmp) / "ws")
         wh = ws.warehouse
         wh.con.raw_sql("SET threads = 1")
+        if not args.vacuum and hasattr(loader_mod, "tune_for_loading"):
+            loader_mod.tune_for_loading(wh)  # as `clm serve` does
         cursor = wh.con.con.cursor
 
         class Con:
@@ -153,6 +162,11 @@ def main() -> None:
                 total += per_load[-1]
             finally:
                 wh.con.con = real
+        # The checkpoint that `clm serve` pays later (at the latest when it stops)
+        # for what the loads wrote.
+        t = time.process_time()
+        wh.con.con.execute("CHECKPOINT")
+        checkpoint = time.process_time() - t
         stored = wh.con.con.execute("SELECT count(*) FROM events").fetchone()
         ws.close()
     n = args.events * args.loads
@@ -162,6 +176,7 @@ def main() -> None:
         "loads": args.loads,
         "events_stored": stored[0] if stored else None,
         "loader_cpu_us_per_event": round(total * 1e6 / n, 2),
+        "checkpoint_after_us_per_event": round(checkpoint * 1e6 / n, 2),
         "prefilled_ids_in_window": args.prefill,
         "cpu_us_per_event_by_load": [round(x * 1e6 / args.events, 2) for x in per_load],
         "python_outside_sql_us_per_event": round((total - sql) * 1e6 / n, 2),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from clm.collect.enrich import anonymize_ip
-from clm.collect.loader import Loader
+from clm.collect.loader import Loader, tune_for_loading
 from clm.collect.spool import Spool
 from clm.errors import ConfigError
 from clm.warehouse.engine import Warehouse, now_utc
@@ -112,6 +113,8 @@ class Intake:
         if self.wh is not None and self.config.loader_threads:
             self.wh.con.raw_sql(f"SET threads = {int(self.config.loader_threads)}")
         if self.wh is not None:
+            tune_for_loading(self.wh)
+        if self.wh is not None:
             self.loader = Loader(
                 self.wh,
                 self.config.spool_dir,
@@ -121,9 +124,15 @@ class Intake:
                 session_timeout_minutes=self.config.session_timeout_minutes,
                 bot_filter=self.config.bot_filter,
                 dedup_window_minutes=self.config.dedup_window_minutes,
+                idle=self._spool_idle,
             )
             self.loader.load_pending()  # what a previous run acknowledged comes first
             self.loader.start()
+
+    def _spool_idle(self) -> bool:
+        """No record written for a quarter of the flush interval: traffic paused,
+        so the loader need not wait for more segments."""
+        return time.monotonic() - self.spool.last_write > self.config.flush_interval / 4
 
     def stop(self) -> None:
         """Seal the spool, then load everything: a clean stop leaves no segment."""

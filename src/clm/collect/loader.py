@@ -42,6 +42,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,12 @@ class RecentIds:
                 self.since = max(self.since, gone)
 
 
+# Records of an older clm carry `context` as a JSON string (enriched already), whose
+# JSON text starts with a quote; today's carry an object. Telling them apart by the
+# first character costs a string look-up, `json_type` a parse of the whole context.
+_LEGACY = "coalesce(starts_with(context::VARCHAR, '\"'), false) AS legacy"
+
+
 def _new_events(
     con: Any, since: str, n_events: int, recent: RecentIds | None
 ) -> tuple[np.ndarray | None, int]:
@@ -301,7 +308,8 @@ def _new_events(
         # The common case: no id twice, none stored before; no join needed.
         con.execute(
             "CREATE OR REPLACE TEMP VIEW _clm_new AS "
-            "SELECT rowid AS rid, * FROM _clm_spool WHERE k = 'e'"
+            f"SELECT rowid AS rid, *, {_LEGACY} "
+            "FROM _clm_spool WHERE k = 'e'"
         )
     else:
         con.register("_clm_keep", pa.table({"r": pa.array(keep, pa.int64())}))
@@ -310,7 +318,8 @@ def _new_events(
         )
         con.unregister("_clm_keep")
         con.execute(
-            "CREATE OR REPLACE TEMP VIEW _clm_new AS SELECT rowid AS rid, * "
+            "CREATE OR REPLACE TEMP VIEW _clm_new AS "
+            f"SELECT rowid AS rid, *, {_LEGACY} "
             "FROM _clm_spool WHERE rowid IN (SELECT r FROM _clm_keep_t)"
         )
     return hashes[~drop], len(keep)
@@ -451,11 +460,10 @@ def load_segments(
             con.execute(
                 f"""CREATE OR REPLACE TEMP VIEW _clm_rows AS
                 SELECT n.* EXCLUDE (context, protocol, {", ".join(UTM)}, channel),
-                  CASE WHEN json_type(n.context) = 'VARCHAR'
-                       THEN n.context ->> '$'
+                  CASE WHEN n.legacy THEN n.context ->> '$'
                        ELSE coalesce(n.context::VARCHAR, '{{}}') END AS context,
-                  coalesce(json_type(n.context) = 'VARCHAR', false) AS legacy,
-                  CASE WHEN json_type(n.context) = 'VARCHAR'
+                  n.legacy,
+                  CASE WHEN n.legacy
                        THEN json_extract_string(n.context ->> '$', '$.clm.protocol')
                        ELSE n.protocol END AS protocol,
                   {", ".join(f"c.{u}" for u in UTM)},
@@ -516,6 +524,25 @@ def load_segments(
     }
 
 
+def tune_for_loading(wh: Warehouse) -> None:
+    """DuckDB settings for a process that loads the spool (`clm serve`; they hold
+    for every connection of that process).
+
+    A load of more than one row group (122,880 rows) is written to the database
+    file when it commits, compressed, in whole row groups plus a partly filled
+    last one. At the next checkpoint DuckDB's vacuum merges such row groups with
+    their neighbours, which rewrites and compresses every row again: 1.3 to 2.3 µs
+    per event (docs/benchmarks-collector.md), as much as the commit itself, paid at
+    the next checkpoint (in `clm serve` mostly when it stops). Without vacuum the
+    events table keeps one partly filled row group per large load (with loads of
+    about 130,000 events, half the row groups are half full): scans read a few
+    more row-group headers, nothing else changes. Known limit: deleted rows of the
+    tables `clm serve` writes are left for the next checkpoint of another clm
+    process, which vacuums as usual; small tables (the session state) are
+    rewritten whole at every checkpoint in any case."""
+    wh.con.raw_sql("SET max_vacuum_tasks = 0")
+
+
 # The loader waits for this much sealed spool (about 200,000 events of 450 bytes)
 # or for LOAD_WAIT_INTERVALS flush intervals, whichever comes first: 100,000 events
 # per load cost about 0.5 µs per event more to commit than 250,000
@@ -558,8 +585,10 @@ class Loader:
         session_timeout_minutes: int = 30,
         bot_filter: bool = True,
         dedup_window_minutes: int = DEDUP_WINDOW_HOURS * 60,
+        idle: Callable[[], bool] | None = None,
     ) -> None:
         self.wh, self.directory = wh, Path(directory)
+        self.idle = idle
         self.options: dict[str, Any] = {
             "session_timeout_minutes": session_timeout_minutes,
             "bot_filter": bot_filter,
@@ -629,13 +658,16 @@ class Loader:
 
     def _due(self) -> bool:
         """Whether to load now: once the sealed segments hold MIN_LOAD_BYTES, or
-        the oldest has waited LOAD_WAIT_INTERVALS intervals. A load costs less per
-        event the more it holds (commit, per-statement costs), so under load the
-        loader waits for a few segments; when traffic is light it still loads
-        within a few intervals."""
+        the oldest has waited LOAD_WAIT_INTERVALS intervals, or the spool is idle
+        (`idle()`: no record written lately, so waiting gains nothing). A load
+        costs less per event the more it holds (commit, per-statement costs), so
+        under load the loader waits for a few segments; when traffic is light it
+        still loads within a few intervals, and when it stops, at once."""
         segments = sealed_segments(self.directory)
         if not segments:
             return False
+        if self.idle is not None and self.idle():
+            return True
         size, oldest = 0, None
         for p in segments:
             try:

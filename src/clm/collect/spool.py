@@ -122,6 +122,7 @@ class Spool:
         # commit waited this long (reported by /v1/health).
         self.slowest_commit = 0.0
         self.records = 0
+        self.last_write = time.monotonic()  # when records last reached the file
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -236,5 +237,6 @@ class Spool:
         self.fsyncs += 1
         self.slowest_commit = max(self.slowest_commit, time.monotonic() - started)
         self.records += data.count(b"\n")
+        self.last_write = time.monotonic()
         for _, fut in batch:
             fut.set_result(None)
