@@ -151,24 +151,34 @@ def endpoints(client: httpx.Client) -> list[tuple[str, str, bytes | None]]:
     # The same draft made forward-only: the preview replays the sample's history.
     if "progression: dynamic" in yaml_text:
         out.append(("POST", EDITED_FORWARD, yaml_text.encode()))
+        # Forward-only again, with a feature's window changed too: a feature set
+        # the preview has not seen, so its grid is built for this request.
+        if "within = 30d" in yaml_text:
+            out.append(("POST", EDITED_FEATURES, yaml_text.encode()))
     return out
 
 
 # The paths the load generator uses for the edited drafts; sent as the real preview.
 EDITED = "/api/v1/models/preview#edited"
 EDITED_FORWARD = "/api/v1/models/preview#edited-forward-only"
+EDITED_FEATURES = "/api/v1/models/preview#edited-features-forward-only"
 
 
-def edited_draft(yaml_text: str, n: int, forward: bool = False) -> bytes:
+def edited_draft(
+    yaml_text: str, n: int, forward: bool = False, features: bool = False
+) -> bytes:
     """A draft that differs from the saved model (and from every other request, so
     no answer comes from the server's cache): version bumped, a numbered comment,
     and a catch-all rule `true` rewritten with the number (same stages, new rule
     text: the preview compiles its query again); `forward`: with
-    `progression: forward_only`."""
+    `progression: forward_only`; `features`: the first 30-day window made
+    30 + n days (a new feature set every request: no grid to reuse)."""
     text = yaml_text.replace("version: ", "version: 1", 1) + f"\n# bench draft {n}\n"
     text = text.replace('when: "true"', f'when: "true or {n} < 0"', 1)
     if forward:
         text = text.replace("progression: dynamic", "progression: forward_only", 1)
+    if features:
+        text = text.replace("within = 30d", f"within = {30 + n}d", 1)
     return json.dumps({"yaml": text}).encode()
 
 
@@ -177,10 +187,11 @@ DRAFTS = iter(range(1, 1_000_000))
 
 def timed(client: httpx.Client, method: str, path: str, body: bytes | None) -> float:
     headers = {"Content-Type": "application/json"} if body else None
-    if path in (EDITED, EDITED_FORWARD) and body is not None:
-        forward = path == EDITED_FORWARD
+    if path in (EDITED, EDITED_FORWARD, EDITED_FEATURES) and body is not None:
+        forward = path in (EDITED_FORWARD, EDITED_FEATURES)
+        features = path == EDITED_FEATURES
         path = path.split("#")[0]
-        body = edited_draft(body.decode(), next(DRAFTS), forward)
+        body = edited_draft(body.decode(), next(DRAFTS), forward, features)
     t = time.perf_counter()
     r = client.request(method, path, content=body, headers=headers)
     ms = (time.perf_counter() - t) * 1000
