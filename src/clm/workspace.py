@@ -260,14 +260,28 @@ class Operations:
         return fit
 
     def clv_predict(self, *, as_of: date | None = None, **options: Any) -> pd.DataFrame:
-        """Fit, predict every customer's value and store it in `customer_value`."""
+        """Fit, predict every customer's value and store it in `customer_value`,
+        with a receipt: the server's cached answers (RFM and CLV pages, metrics
+        that read customer value) are keyed by the receipts, so they follow."""
         from clm.analyses.value import ValueOptions, predict, store_values
 
         opts = ValueOptions(**options)
         opts.check()
-        fit = self.clv_fit(as_of=as_of, model=opts.model)
-        values = predict(fit, opts)
-        store_values(self.warehouse, values)
+        receipt = Receipt("clv_predict", source=opts.model)
+        with receipt.timed("fit"):
+            fit = self.clv_fit(as_of=as_of, model=opts.model)
+        with receipt.timed("predict"):
+            values = predict(fit, opts)
+        with receipt.timed("store"):
+            store_values(self.warehouse, values)
+        receipt.counts.update(customers=len(values))
+        receipt.details.update(
+            observation_end=str(fit.observation_period_end),
+            horizon_months=opts.horizon_months,
+            discount_rate=opts.discount_rate,
+            margin=opts.margin,
+        )
+        self._save_receipt(receipt)
         values.attrs["fit"] = fit.to_dict()
         return values
 

@@ -117,7 +117,13 @@ def test_clv_predict_stores_customer_value(cdnow_ws: Path, shared_data: Path) ->
     )  # fmt: skip
     with clm.open(cdnow_ws) as ws:
         rows = ws.warehouse.table("customer_value").to_pandas()
+        receipts = ws.warehouse.table("receipts").to_pandas()
     assert len(rows) == 2357 and set(rows.model) == {"bgnbd"}
+    # A receipt, so that caches keyed by the receipts see the new values.
+    mine = receipts[receipts.operation == "clv_predict"]
+    assert len(mine) == 1 and json.loads(mine.body.iloc[0])["counts"] == {
+        "customers": 2357
+    }
     assert rows.notna()[["p_alive", "predicted_clv", "rfm_segment"]].all().all()
     # P(alive) by hand (FHL 2008 note) for the first customer with a repeat.
     r, alpha, a, b = (
