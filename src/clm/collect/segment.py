@@ -128,6 +128,7 @@ def _float(value: Any) -> float | None:
 
 
 _TYPESET = frozenset(TYPES)
+_ABSENT = object()  # a key not in the message (unlike a key holding null)
 UTM_COLUMNS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
 _OBJECTS = ("properties", "context", "traits")
 
@@ -163,9 +164,11 @@ def map_message(
         raise Invalid("type", f"this endpoint takes {default_type} calls", kind)
 
     user_id, anonymous_id = get("userId"), get("anonymousId")
-    if type(user_id) is not str or "\x00" in user_id:
+    if user_id is not None and (type(user_id) is not str or "\x00" in user_id):
         user_id = _str(msg, "userId")
-    if type(anonymous_id) is not str or "\x00" in anonymous_id:
+    if anonymous_id is not None and (
+        type(anonymous_id) is not str or "\x00" in anonymous_id
+    ):
         anonymous_id = _str(msg, "anonymousId")
     if user_id is None:
         if kind == "alias":
@@ -183,7 +186,9 @@ def map_message(
         properties = _obj(msg, "properties")
     if type(context) is not dict:
         context = _obj(msg, "context")
-    if type(traits) is not dict:
+    if traits is None:
+        traits = {}
+    elif type(traits) is not dict:
         traits = _obj(msg, "traits")
     if kind == "track":
         pass
@@ -200,7 +205,9 @@ def map_message(
     # Timestamps: the Segment spec's "Timestamps" page: timestamp (else
     # originalTimestamp) is the device's clock; sentAt the device's clock at sending,
     # so received_at - sentAt is the skew to add.
-    ts_raw = get("timestamp", get("originalTimestamp"))
+    ts_raw = get("timestamp", _ABSENT)
+    if ts_raw is _ABSENT:
+        ts_raw = get("originalTimestamp")
     ts = parse_time(ts_raw, "timestamp") if ts_raw is not None else received_at
     sent_at = get("sentAt")
     if sent_at is not None:
