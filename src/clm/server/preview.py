@@ -429,11 +429,15 @@ def _loaded(r: Any, k: int, cols: list[str]) -> Loaded:
         got = Loaded(customers, events)
         with _HELD_LOCK:
             held[key] = got
-            # Column sets differ only when drafts read other event columns; the
-            # sample's DuckDB is ~30-60 MB at 20,000 customers of the benchmark.
-            while len(held) > 3:
-                _, old = held.popitem(last=False)
-                old.close()
+            # Samples of older data are of no more use; column sets differ only
+            # when drafts read other event columns (the sample's DuckDB is ~30-60
+            # MB at 20,000 customers of the benchmark). Dropped, not closed: a
+            # draft still running on one finishes, and the memory goes with it.
+            loading = r.__dict__["preview_loading"]
+            for old in [x for x in held if x[0] != key[0]] + list(held)[:-3]:
+                if old in held:
+                    del held[old]
+                    loading.pop(old, None)
         return got
 
 
