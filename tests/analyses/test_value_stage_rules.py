@@ -192,3 +192,29 @@ def test_predicted_clv_and_customer_equity_per_stage(ws) -> None:  # type: ignor
                 assert mean == pytest.approx(sum(clvs) / len(clvs))
             else:
                 assert pd.isna(mean)
+
+
+@pytest.mark.parametrize("progression", ["dynamic", "forward_only"])
+@pytest.mark.parametrize("rule", ["alive < 0.3", "alive * 2 < 0.6"])
+def test_grid_at_the_end_matches_the_formula(ws, rule: str, progression: str) -> None:  # type: ignore[no-untyped-def]
+    # The model preview's engine (`lifecycle.standing`) with p_alive(): the stage
+    # as of AS_OF from the formula, and under forward_only the furthest one held
+    # at any week (at_risk is listed first, so it is the furthest).
+    from clm.lifecycle import standing
+
+    add_fit(ws)
+    text = MODEL.format(rule=rule).replace(
+        "grain: week\n", f"grain: week\nprogression: {progression}\n"
+    )
+    model = load_model_text(text)
+    rows = standing.stages_at(ws.warehouse, model, as_of=AS_OF).to_pylist()
+    got = {r["customer_id"]: r["stage"] for r in rows}
+    want = {}
+    for customer in ORDERS:
+        held = list(expected_stage_starts(customer).values())
+        if progression == "dynamic":
+            want[customer] = held[-1]
+        else:
+            want[customer] = "at_risk" if "at_risk" in held else "active"
+    assert got == want
+    assert set(want.values()) == {"active", "at_risk"}  # the case tells them apart

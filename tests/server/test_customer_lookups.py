@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from datetime import date
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 import clm
 from clm.demo.simulate import write_parquet
+from clm.errors import ModelError
 from clm.lifecycle.model import load_model_text
+from clm.lifecycle.spec import StageModel
 from clm.server import lookups, preview, views
 from clm.workspace import Workspace
 
@@ -244,6 +247,31 @@ def test_exact_preview_replays_every_customer(shop: Workspace) -> None:
     assert all(p["margin"] == 0 for p in body["populations"])
 
 
+def replayed(
+    r: views.Reader,
+    model: StageModel,
+    customers: pa.Table,
+    events: pa.Table,
+    as_of: str,
+    fit: pd.DataFrame | None = None,
+) -> tuple[date, pd.DataFrame]:
+    """The reference: the stage history engine (what `clm run` does) replaying
+    the sample's rows in a warehouse of their own, its populations as of `as_of`.
+    `fit`: `value_fits` rows for p_alive()."""
+    from clm.lifecycle import queries
+    from clm.lifecycle.history import run_model
+
+    mem = preview._load(customers, events)
+    try:
+        if fit is not None:
+            mem.append("value_fits", fit)
+        run_model(mem, model, timezone=r.tz, as_of=date.fromisoformat(as_of))
+        day = queries.last_day(mem, model, r.tz)
+        return day, queries.populations(mem, model, day, r.tz)
+    finally:
+        mem.close()
+
+
 def test_preview_of_a_forward_only_draft_equals_the_replay_of_the_sample(
     shop: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -267,9 +295,7 @@ def test_preview_of_a_forward_only_draft_equals_the_replay_of_the_sample(
         model = load_model_text(draft, "draft.yaml")
         k = body["sample_every"]
         customers, events = preview._sample(fast, k, preview._columns(fast, model))
-        day, pops = preview._replay(
-            fast, model, customers, events, date.fromisoformat(body["as_of"])
-        )
+        day, pops = replayed(fast, model, customers, events, body["as_of"])
         assert day.isoformat() == body["as_of"]
         want = {
             s: round(c * body["scale"])
@@ -336,3 +362,55 @@ def test_warming_loads_the_sample_and_the_saved_models_grid(
     assert other["engine"] == "snapshot"
     assert body["populations"] == other["populations"]
     assert sum(p["customers"] for p in body["populations"]) > 0
+
+
+def test_preview_of_a_p_alive_draft_equals_the_replay_of_the_sample(
+    shop: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # p_alive() reads the workspace's latest fit: the grid gets it from the
+    # workspace, the reference replay from the same row in its own warehouse.
+    # Without a fit the preview says what to run. (Last in the file: it adds a
+    # fit to the module's workspace.)
+    from clm.warehouse.engine import now_utc
+
+    _, fast = readers(shop)
+    monkeypatch.setattr(preview, "PREVIEW_CUSTOMERS", 60)
+    m = shop.models()[0]
+    draft = (
+        m.text.replace(f"version: {m.version}", "version: 93", 1)
+        .replace("features:\n", "features:\n  alive: p_alive()\n", 1)
+        .replace(
+            "stages:\n",
+            'stages:\n  - {name: fading, when: "alive < 0.6 and orders_total >= 2"}\n',
+            1,
+        )
+    )
+    with pytest.raises(ModelError, match="run `clm clv fit` first"):
+        views.preview_model(fast, draft)
+    fit = pd.DataFrame(
+        {
+            "fit_id": ["t"],
+            "computed_at": [now_utc()],
+            "observation_period_end": [pd.Timestamp("2024-01-01")],
+            "model": ["bgnbd"],
+            "time_unit": ["W"],
+            "params": [json.dumps({"r": 0.25, "alpha": 4.0, "a": 0.8, "b": 2.5})],
+            "log_likelihood": [-1.0],
+            "converged": [True],
+        }
+    )
+    shop.warehouse.append("value_fits", fit)
+    body = views.preview_model(fast, draft)
+    assert body["engine"] == "grid", body
+    model = load_model_text(draft, "draft.yaml")
+    customers, events = preview._sample(
+        fast, body["sample_every"], preview._columns(fast, model)
+    )
+    _, pops = replayed(fast, model, customers, events, body["as_of"], fit)
+    want = {
+        s: round(c * body["scale"])
+        for s, c in zip(pops.stage, pops.customers, strict=True)
+        if c
+    }
+    got = {p["stage"]: p["customers"] for p in body["populations"] if p["customers"]}
+    assert got == want and want.get("fading", 0) > 0

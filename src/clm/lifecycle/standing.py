@@ -19,8 +19,9 @@ preview of `clm serve`) keeps a grid per *feature set* (`grid_key`) and pays onl
 rules for a draft that changes stages: on the 20,000-customer preview sample of the
 10M-event benchmark the grid takes ~0.5 s to build and the rules ~10 ms.
 
-Not covered (callers fall back to the replay): `p_alive()` features, whose values
-need the workspace's fitted parameters (`lifecycle.value_features`).
+`p_alive()` features read the workspace's latest BG/NBD fit
+(`value_features.load_params`), which the caller passes as `value_params`; it is
+part of the grid key, so a new fit builds a new grid.
 
 Customers are those the history engine gives a row: at least one attributed,
 non-bot event before the observation end. The events are
@@ -55,12 +56,10 @@ from clm.lifecycle.spec import StageModel
 from clm.warehouse.engine import Warehouse
 
 
-def supported(model: StageModel) -> str | None:
-    """None when the grid answers exactly for `model`, else why it cannot."""
-    for f in model.features.values():
-        if f.kind in value_features.VALUE_KINDS:
-            return f"feature `{f.name}` ({f.kind}) needs the workspace's fitted model"
-    return None
+def needs_fit(model: StageModel) -> bool:
+    """Whether the rules read a value feature (`p_alive()`): the grid then needs the
+    workspace's fitted parameters."""
+    return bool(plan(_used(model)).value_thresholds)
 
 
 def _used(model: StageModel) -> StageModel:
@@ -70,10 +69,13 @@ def _used(model: StageModel) -> StageModel:
     return dataclasses.replace(model, features=kept)
 
 
-def grid_key(model: StageModel) -> tuple[Any, ...]:
+def grid_key(
+    model: StageModel, value_params: dict[str, float] | None = None
+) -> tuple[Any, ...]:
     """What decides a model's grid: grain, the features its rules read, the
-    `days_since` constants of the rules (they add candidate periods) and whether a
-    rule needs every period. Drafts with the same key share a grid."""
+    `days_since` and `p_alive` constants of the rules (they add candidate periods),
+    whether a rule needs every period, and the fitted parameters `p_alive` reads.
+    Drafts with the same key share a grid."""
     pl = plan(_used(model))
     features = tuple(
         sorted(
@@ -89,7 +91,11 @@ def grid_key(model: StageModel) -> tuple[Any, ...]:
         )
     )
     thresholds = tuple(sorted((k, tuple(sorted(v))) for k, v in pl.thresholds.items()))
-    return (model.grain, features, thresholds, pl.dense)
+    values = tuple(
+        sorted((k, tuple(sorted(v))) for k, v in pl.value_thresholds.items())
+    )
+    params = tuple(sorted((value_params or {}).items())) if values else ()
+    return (model.grain, features, thresholds, values, params, pl.dense)
 
 
 def calendar(grain: str, tz: ZoneInfo, first_s: int, end: datetime) -> Calendar:
@@ -114,16 +120,20 @@ def grid_query(
     periods: ir.Table,
     buckets: ir.Table,
     cal: Calendar,
+    value_params: dict[str, float] | None = None,
 ) -> ir.Table:
     """customer_id (the customer key), p, f_<feature>: the candidate rows of every
     customer with an event before `cal`'s observation end. `periods` and `buckets`
     are `cal.periods_frame()` and `cal.buckets_frame()` as tables of the events'
-    database."""
-    why = supported(model)
-    if why is not None:
-        raise ValueError(f"model `{model.name}`: no grid: {why}")
+    database; `value_params`: the fit `p_alive()` reads (`needs_fit`). With
+    `p_alive()` the query holds in-memory tables (`ibis.memtable`): run it through
+    the Ibis backend, which registers them."""
     plan(model)  # refuses what the history engine refuses, the same way
     pl = plan(_used(model))
+    if pl.value_thresholds:
+        if not value_params:
+            raise ValueError(f"model `{model.name}`: p_alive() needs value_params")
+        pl.value_params = value_params
     end_s = int((cal.observation_end - datetime(1970, 1, 1)).total_seconds())
     ev = events.filter(events.t < end_s)
     cols = [c for c in ev.columns if c not in ("_ck", "t")]
@@ -131,7 +141,8 @@ def grid_query(
     base = base.mutate(bk=(base.t // BUCKET_SECONDS).cast("int64"))
     b = buckets.select(_bk2=buckets.bucket, p=buckets.p)
     base = base.join(b, base.bk == b._bk2).drop("_bk2")
-    return _feature_values(_Inline(), pl, base, periods, buckets, cal, "grid")  # type: ignore[arg-type]
+    inline: Any = _Inline()  # all of a Warehouse that `_feature_values` uses
+    return _feature_values(inline, pl, base, periods, buckets, cal, "grid")
 
 
 def _rank(model: StageModel, grid: ir.Table) -> ir.IntegerValue:
@@ -191,6 +202,7 @@ def stages_at(
 
     tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
     pl = plan(model)
+    params = value_features.load_params(wh, model.source) if needs_fit(model) else None
     end = observation_end(wh, tz, as_of)
     empty = pa.table({"customer_id": pa.array([], pa.string()), "stage": []})
     if end is None:
@@ -205,9 +217,8 @@ def stages_at(
         periods = wh.materialize(ibis.memtable(cal.periods_frame()), f"_clm_gp_{tag}")
         buckets = wh.materialize(ibis.memtable(cal.buckets_frame()), f"_clm_gb_{tag}")
         try:
-            staged = stages_query(
-                model, grid_query(model, events, periods, buckets, cal)
-            )
+            grid = grid_query(model, events, periods, buckets, cal, params)
+            staged = stages_query(model, grid)
             names = ck.keys.select(_k=ck.keys.ck, _cid=ck.keys.customer_id)
             out = staged.join(names, staged.customer_id == names._k)
             return out.select(customer_id=out._cid, stage=out.stage).to_pyarrow()

@@ -28,20 +28,16 @@ import); then:
   customer and the rules give the replay's answer exactly (`lifecycle.snapshot`):
   parsing, Ibis compilation and one aggregate, ~0.1-0.2 s on the 10M-event
   benchmark.
-- `grid`, for `forward_only` drafts (the furthest stage reached depends on the
-  whole history): the history engine's candidate-period grid of the features the
-  rules read, built once per feature set (`lifecycle.standing.grid_key`: grain,
-  features, the rules' `days_since` constants) and kept with the sample, then the
-  rules over it: ~0.5 s for a draft with a new feature set, ~20 ms for one that
-  changes only stages. The same answer as the replay (tested).
-  A `dynamic` draft whose grid is there already (the saved model's features:
-  built when the server warms the preview) is read from it too, in ~20 ms
+- `grid`, for every other draft (`forward_only`: the furthest stage reached
+  depends on the whole history; `p_alive()`: values from the workspace's latest
+  BG/NBD fit, per period): the history engine's candidate-period grid of the
+  features the rules read, built once per feature set (`lifecycle.standing.grid_key`:
+  grain, features, the rules' `days_since`/`p_alive` constants, the fit) and kept
+  with the sample, then the rules over it: 0.4-0.7 s for a draft with a new feature
+  set, ~50 ms for one that changes only stages. The same answer as the replay of
+  the sample (tested). A `dynamic` draft whose grid is there already (the saved
+  model's features: built when the server warms the preview) is read from it too,
   instead of the snapshot's aggregate.
-- `replay`, for drafts with `p_alive()` (their values need the workspace's fitted
-  parameters): the stage history engine replays the sample in a fresh in-memory
-  DuckDB, 2-4 s on the benchmark, over the p95 target of issue 6. Known
-  shortcoming, removed when the value features are evaluated on the grid with the
-  workspace's fitted parameters.
 
 Populations are those as of the last day of the data (the end of the data), the
 same day the Overview shows. Answers are kept per draft text and data stamp in the
@@ -58,6 +54,7 @@ from datetime import date, datetime
 from typing import Any
 
 import ibis
+import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -67,10 +64,11 @@ from clm.lifecycle.model import load_model_text
 from clm.lifecycle.spec import StageModel
 from clm.warehouse.engine import Warehouse
 
-# The sample replays at most this many customers (20,000: about 2 s of replay on
-# two cores; the 95% margin of a stage holding 10% of customers is then ±0.4 points).
+# The sample holds at most this many customers (20,000: its grid builds in about
+# 0.5 s on two cores; the 95% margin of a stage holding 10% of customers is then
+# ±0.4 points).
 PREVIEW_CUSTOMERS = 20_000
-# Read by every replay whatever the draft says: identity, bot flag and time.
+# Read by every draft whatever it says: identity, bot flag and time.
 BASE_COLUMNS = ("event_id", "type", "event", "user_id", "anonymous_id", "timestamp")
 Z95 = 1.96
 
@@ -107,7 +105,7 @@ def _stored(r: Any, draft: StageModel) -> dict[str, Any] | None:
 
 
 def _columns(r: Any, draft: StageModel) -> list[str]:
-    """The event columns a replay of `draft` reads (the others stay NULL)."""
+    """The event columns an evaluation of `draft` reads (the others stay NULL)."""
     from clm.lifecycle.history import plan
 
     have = r.cached(
@@ -130,7 +128,7 @@ def _sample(r: Any, k: int, cols: list[str]) -> tuple[pa.Table, pa.Table]:
     elif look is not None:
         # The sample's rowids through the look-up; events appended since it was
         # built are the tail, scanned. Both are checked by the attribution rule
-        # (in the replay: only events whose key is a sampled identifier count).
+        # (in `_load`: only events whose key is a sampled identifier count).
         got = con.execute(
             f"SELECT unnest(rids) FROM {look['event_keys']} WHERE h IN "
             f"(SELECT hash(identifier) FROM customers WHERE {cond})"
@@ -154,7 +152,7 @@ def _sample(r: Any, k: int, cols: list[str]) -> tuple[pa.Table, pa.Table]:
 
 
 def _last_day(r: Any) -> date | None:
-    """The local day of the workspace's last event: a sample's replay ends where a
+    """The local day of the workspace's last event: a sample's evaluation ends where a
     run over all events would (its own last event may be days earlier)."""
     from clm.lifecycle.calendar import local_date
 
@@ -186,23 +184,6 @@ def _load(customers: pa.Table, events: pa.Table) -> Warehouse:
     return mem
 
 
-def _replay(
-    r: Any, draft: StageModel, customers: pa.Table, events: pa.Table, last: date
-) -> tuple[Any, Any]:
-    """(last day, populations) of `draft` replayed over the given rows, in memory
-    (the whole stage history, then the populations as of `last`)."""
-    from clm.lifecycle import queries
-    from clm.lifecycle.history import run_model
-
-    mem = _load(customers, events)
-    try:
-        run_model(mem, draft, timezone=r.tz, as_of=last)
-        day = queries.last_day(mem, draft, r.tz)
-        return day, queries.populations(mem, draft, day, r.tz)
-    finally:
-        mem.close()
-
-
 class Loaded:
     """A sample's attributed events (`lifecycle.snapshot.customer_events`) in an
     in-memory DuckDB, kept in the reader's cache for the next draft that reads the
@@ -228,33 +209,48 @@ class Loaded:
         self.compiled: OrderedDict[tuple[Any, ...], str] = OrderedDict()
         first = self.wh.con.con.execute("SELECT min(t) FROM preview_events").fetchone()
         self.first_s: int | None = None if first is None else first[0]
-        # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day):
-        # the table's name. Built one at a time under `build`; concurrent drafts
-        # wanting the same grid wait for it instead of building it twice.
-        self.grids: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day).
+        # Built one at a time under `build`; concurrent drafts wanting the same
+        # grid wait for it instead of building it twice.
+        self.grids: OrderedDict[tuple[Any, ...], ir.Table] = OrderedDict()
         self.calendars: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
         self.build = threading.Lock()
         self.made = 0
 
-    def has_grid(self, draft: StageModel, tz: Any, day: date) -> bool:
+    def has_grid(
+        self,
+        draft: StageModel,
+        tz: Any,
+        day: date,
+        params: dict[str, float] | None = None,
+    ) -> bool:
         """Whether `draft`'s grid as of `day` is built already."""
         from clm.lifecycle import standing
 
-        key = (standing.grid_key(draft), str(tz), day)
+        key = (standing.grid_key(draft, params), str(tz), day)
         with self.build:
             return key in self.grids
 
-    def grid(self, draft: StageModel, tz: Any, day: date) -> str:
-        """The name of the table holding `draft`'s candidate grid as of `day`."""
+    def grid(
+        self,
+        draft: StageModel,
+        tz: Any,
+        day: date,
+        params: dict[str, float] | None = None,
+    ) -> ir.Table:
+        """`draft`'s candidate grid as of `day` (built when first asked), as a
+        table of this in-memory database that only names it: compiling a query
+        over it needs no connection, so drafts compile while a grid builds.
+        `params`: the fit `p_alive()` reads (`standing.needs_fit`)."""
         from clm.lifecycle import standing
         from clm.lifecycle.history import _end_of_date
 
-        key = (standing.grid_key(draft), str(tz), day)
+        key = (standing.grid_key(draft, params), str(tz), day)
         with self.build:
-            name = self.grids.get(key)
-            if name is not None:
+            got = self.grids.get(key)
+            if got is not None:
                 self.grids.move_to_end(key)
-                return name
+                return got
             assert self.first_s is not None  # callers stop at an empty sample
             cal_key = (draft.grain, str(tz), day)
             if cal_key not in self.calendars:
@@ -270,23 +266,24 @@ class Loaded:
                 )
                 self.calendars[cal_key] = (cal, periods, buckets)
             cal, periods, buckets = self.calendars[cal_key]
-            query = standing.grid_query(draft, self.events, periods, buckets, cal)
+            query = standing.grid_query(
+                draft, self.events, periods, buckets, cal, params
+            )
             self.made += 1
             name = f"preview_grid_{self.made}"
-            sql = ibis.to_sql(query, dialect="duckdb")
-            cursor = self.wh.con.con.cursor()
-            try:
-                cursor.execute(f"CREATE TABLE {name} AS {sql}")
-            finally:
-                cursor.close()
-            self.grids[key] = name
+            # Through the Ibis backend (on this database's own connection, used
+            # only under `build`): it registers the in-memory tables that
+            # `p_alive()` adds to the query.
+            built = self.wh.con.create_table(name, query)
+            got = ibis.table(built.schema(), name=name)
+            self.grids[key] = got
             # A handful of feature sets is what editing a model visits; each grid
             # is a few MB at the sample's size. (A draft still reading an evicted
             # grid is improbable: it would need 16 newer feature sets meanwhile.)
             while len(self.grids) > 16:
                 _, old = self.grids.popitem(last=False)
-                self.wh.con.con.execute(f"DROP TABLE IF EXISTS {old}")
-            return name
+                self.wh.con.drop_table(old.get_name(), force=True)
+            return got
 
     def close(self) -> None:
         """Free the in-memory database (drafts still running on it fail)."""
@@ -323,7 +320,12 @@ def _semantics(draft: StageModel) -> tuple[Any, ...]:
 
 
 def _counted(
-    r: Any, draft: StageModel, loaded: Loaded, day: date, engine: str
+    r: Any,
+    draft: StageModel,
+    loaded: Loaded,
+    day: date,
+    engine: str,
+    params: dict[str, float] | None = None,
 ) -> tuple[date, pd.DataFrame]:
     """(day, populations) of `draft` as of `day` by the `snapshot` (dynamic, see
     lifecycle.snapshot) or the `grid` (any progression, see lifecycle.standing):
@@ -335,17 +337,16 @@ def _counted(
         # No attributed event in the sample: nobody to place.
         empty = pd.DataFrame({"stage": draft.stage_names, "customers": 0})
         return day, empty.assign(share=0.0)
-    grid = loaded.grid(draft, r.tz, day) if engine == "grid" else None
-    key = (engine, _semantics(draft), str(r.tz), day, grid)
+    grid = loaded.grid(draft, r.tz, day, params) if engine == "grid" else None
+    name = None if grid is None else grid.get_name()
+    key = (engine, _semantics(draft), str(r.tz), day, name)
     with loaded.lock:
         sql = loaded.compiled.get(key)
     if sql is None:
         if grid is None:
             query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
         else:
-            with loaded.lock:  # reads the table's schema on the shared connection
-                table = loaded.wh.con.table(grid)
-            query = standing.counts_query(draft, table)
+            query = standing.counts_query(draft, grid)
         sql = str(ibis.to_sql(query, dialect="duckdb"))
         with loaded.lock:
             loaded.compiled[key] = sql
@@ -384,13 +385,20 @@ def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
 
 def _engine(draft: StageModel) -> str:
     """How `draft` is evaluated (see the module docstring)."""
-    from clm.lifecycle import snapshot, standing
+    from clm.lifecycle import snapshot
 
-    if snapshot.supported(draft) is None:
-        return "snapshot"
-    if standing.supported(draft) is None:
-        return "grid"
-    return "replay"
+    return "snapshot" if snapshot.supported(draft) is None else "grid"
+
+
+def _params(r: Any, draft: StageModel) -> dict[str, float] | None:
+    """The fit `p_alive()` reads, when the draft's rules read it (a ModelError
+    naming `clm clv fit` when there is none). Read each time: `clm clv fit` may
+    add one without changing the data stamp, and the query takes a millisecond."""
+    from clm.lifecycle import standing, value_features
+
+    if not standing.needs_fit(draft):
+        return None
+    return value_features.load_params(r.wh, draft.source)
 
 
 def _facts(r: Any) -> tuple[int, date | None]:
@@ -455,13 +463,15 @@ def warm(r: Any) -> None:
     if k == 1:
         return  # small workspaces: every draft is exact and quick anyway
     for model in r.models():
-        if _engine(model) == "replay":
-            continue
+        try:
+            params = _params(r, model)
+        except ModelError:
+            continue  # p_alive() without a fit: its drafts say so when asked
         loaded = _loaded(r, k, _columns(r, model))
         if loaded.first_s is not None:
             # Dynamic or forward-only, a draft of this model with its features
-            # unchanged reads this grid under `progression: forward_only`.
-            loaded.grid(model, r.tz, last)
+            # unchanged reads this grid.
+            loaded.grid(model, r.tz, last, params)
 
 
 def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
@@ -471,13 +481,9 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
     k = 1 if exact else max(1, math.ceil(total / PREVIEW_CUSTOMERS))
     cols = _columns(r, draft)
     engine = _engine(draft)
+    params = _params(r, draft)
     if k == 1:
         customers, events = _sample(r, k, cols)
-        loaded = None
-    elif engine == "replay":
-        customers, events = r.cached(
-            ("preview_sample", k, tuple(cols)), lambda: _sample(r, k, cols)
-        )
         loaded = None
     else:
         loaded = _loaded(r, k, cols)
@@ -493,21 +499,19 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
     }
     if events.num_rows == 0 or n == 0 or last is None:
         return {**base, "scale": 1.0, "populations": []}
-    if engine == "replay":
-        day, pops = _replay(r, draft, customers, events, last)
-    elif loaded is None:
+    if loaded is None:
         once = Loaded(customers, events)  # every customer's events: not kept
         try:
-            day, pops = _counted(r, draft, once, last, engine)
+            day, pops = _counted(r, draft, once, last, engine, params)
         finally:
             once.close()
     else:
-        if engine == "snapshot" and loaded.has_grid(draft, r.tz, last):
+        if engine == "snapshot" and loaded.has_grid(draft, r.tz, last, params):
             # Both are exact; reading a grid that is there already (a draft
             # that changes only stages) is several times cheaper than the
             # aggregate over the sample's events.
             engine = base["engine"] = "grid"
-        day, pops = _counted(r, draft, loaded, last, engine)
+        day, pops = _counted(r, draft, loaded, last, engine, params)
     scale = total / n
     # 95% margin of a share estimated from a sample of n of N customers (normal
     # approximation with the finite population correction), in customers.
