@@ -362,3 +362,35 @@ def test_hash_set_against_python_set() -> None:
     others = rng.integers(0, 2**64, 20_000, dtype=np.uint64)
     want = np.array([int(x) in ref for x in others])
     assert (hs.contains(others) == want).all()
+
+
+def test_answers_wait_only_while_the_loader_lags(tmp_path: Path, monkeypatch) -> None:
+    """Back-pressure: with no more than LAG_START bytes of sealed spool waiting an
+    answer is not held back; halfway to LAG_START + LAG_SPAN it waits half of
+    MAX_DELAY, and never longer than MAX_DELAY however far the loader lags."""
+    import asyncio
+
+    from clm.collect import intake as intake_mod
+    from clm.collect.intake import CollectorConfig, Intake
+
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(intake_mod.asyncio, "sleep", fake_sleep)
+    intake = Intake(CollectorConfig(spool_dir=tmp_path / "spool"), None)
+    intake.spool.start()
+
+    class Lagging:
+        waiting_bytes = 0
+
+    intake.loader = Lagging()  # type: ignore[assignment]
+    start, span = intake_mod.LAG_START, intake_mod.LAG_SPAN
+    try:
+        for waiting in (0, start, start + span // 2, start + 10 * span):
+            Lagging.waiting_bytes = waiting
+            asyncio.run(intake.commit(b'{"k":"e"}\n'))
+    finally:
+        intake.spool.close()
+    assert slept == [intake_mod.MAX_DELAY / 2, intake_mod.MAX_DELAY]

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from clm.collect.enrich import anonymize_ip
-from clm.collect.loader import Loader, tune_for_loading
+from clm.collect.loader import MIN_LOAD_BYTES, Loader, tune_for_loading
 from clm.collect.spool import Spool
 from clm.errors import ConfigError
 from clm.warehouse.engine import Warehouse, now_utc
@@ -71,6 +71,14 @@ class CollectorConfig:
             anonymize_ip=bool(config["serve.anonymize_ip"]),
             bot_filter=bool(config["serve.bot_filter"]),
         )
+
+
+# Back-pressure (Intake.commit): two loads' worth of spool waiting is normal for a
+# loader that keeps up (one being loaded, one filling); beyond that each answer waits
+# up to MAX_DELAY seconds, reached when two more loads' worth wait.
+LAG_START = 2 * MIN_LOAD_BYTES
+LAG_SPAN = 2 * MIN_LOAD_BYTES
+MAX_DELAY = 0.02
 
 
 def _scrub(raw: dict[str, Any]) -> dict[str, Any]:
@@ -208,9 +216,20 @@ class Intake:
         )
 
     async def commit(self, data: bytes) -> None:
-        """Return once `data` is fsync'd; raises OSError when it could not be."""
+        """Return once `data` is fsync'd; raises OSError when it could not be.
+
+        Back-pressure: while the loader lags behind (more than LAG_START bytes of
+        sealed spool waiting), the answer is held back a little, up to MAX_DELAY
+        when LAG_START + LAG_SPAN bytes wait. The events are durable already; the
+        delay only slows clients that wait for their answer before sending more
+        (SDKs, load generators), so that acknowledging does not take the CPU the
+        loader needs and the warehouse keeps up with what is acknowledged, instead
+        of the spool growing for as long as the load lasts."""
         if data:
             await asyncio.wrap_future(self.spool.write(data))
+            lag = self.loader.waiting_bytes - LAG_START if self.loader else 0
+            if lag > 0:
+                await asyncio.sleep(MAX_DELAY * min(lag / LAG_SPAN, 1.0))
 
     def status(self) -> dict[str, Any]:
         return {

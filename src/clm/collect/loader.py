@@ -555,6 +555,17 @@ LOAD_WAIT_INTERVALS = 3
 MAX_BATCH_BYTES = 256 << 20
 
 
+def _sizes(segments: list[Path]) -> list[int]:
+    """The sizes of `segments`; one deleted meanwhile counts 0."""
+    out = []
+    for p in segments:
+        try:
+            out.append(p.stat().st_size)
+        except FileNotFoundError:
+            out.append(0)
+    return out
+
+
 def _take(segments: list[Path], most: int) -> list[Path]:
     """The oldest segments, at most `most` of them and MAX_BATCH_BYTES (at least
     one, however large)."""
@@ -603,6 +614,9 @@ class Loader:
             "rejected": 0,
         }
         self.last_error: str | None = None
+        # Bytes of sealed segments not loaded yet, as of the last look (read by the
+        # request path to slow acknowledgements down when the loader lags).
+        self.waiting_bytes = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -618,6 +632,7 @@ class Loader:
                 counts = load_segments(
                     self.wh, files, recent=self.recent, **self.options
                 )
+                self.waiting_bytes = sum(_sizes(sealed_segments(self.directory)))
                 for k, v in counts.items():
                     done[k] += v
                     self.totals[k] += v
@@ -664,10 +679,6 @@ class Loader:
         under load the loader waits for a few segments; when traffic is light it
         still loads within a few intervals, and when it stops, at once."""
         segments = sealed_segments(self.directory)
-        if not segments:
-            return False
-        if self.idle is not None and self.idle():
-            return True
         size, oldest = 0, None
         for p in segments:
             try:
@@ -676,8 +687,11 @@ class Loader:
                 continue
             size += st.st_size
             oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
+        self.waiting_bytes = size
         if oldest is None:
             return False
+        if self.idle is not None and self.idle():
+            return True
         waited = time.time() - oldest
         return size >= MIN_LOAD_BYTES or waited >= LOAD_WAIT_INTERVALS * self.interval
 
