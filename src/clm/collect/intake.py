@@ -76,7 +76,7 @@ class CollectorConfig:
 # Back-pressure (Intake.commit): two loads' worth of spool waiting is normal for a
 # loader that keeps up (one being loaded, one filling); beyond that each answer waits
 # up to MAX_DELAY seconds, reached when two more loads' worth wait.
-LAG_START = 2 * MIN_LOAD_BYTES
+LAG_START = MIN_LOAD_BYTES
 LAG_SPAN = 2 * MIN_LOAD_BYTES
 MAX_DELAY = 0.02
 
@@ -179,7 +179,7 @@ class Intake:
         row["protocol"] = protocol
         row["k"] = "e"
         self.accepted += 1
-        return orjson.dumps(row, default=_default) + b"\n"
+        return orjson.dumps(row, default=_default, option=orjson.OPT_APPEND_NEWLINE)
 
     def reject(
         self,
