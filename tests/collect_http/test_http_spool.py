@@ -379,17 +379,20 @@ def test_answers_wait_only_while_the_loader_lags(tmp_path: Path, monkeypatch) ->
         slept.append(seconds)
 
     monkeypatch.setattr(intake_mod.asyncio, "sleep", fake_sleep)
-    intake = Intake(CollectorConfig(spool_dir=tmp_path / "spool"), None)
+    # No rotation during the test: the spool's own seals would add to sealed_bytes.
+    config = CollectorConfig(spool_dir=tmp_path / "spool", flush_interval=3600)
+    intake = Intake(config, None)
     intake.spool.start()
 
     class Lagging:
-        waiting_bytes = 0
+        loaded_bytes = 1000
 
     intake.loader = Lagging()  # type: ignore[assignment]
     start, span = intake_mod.LAG_START, intake_mod.LAG_SPAN
     try:
         for waiting in (0, start, start + span // 2, start + 10 * span):
-            Lagging.waiting_bytes = waiting
+            # Sealed by the spool, not loaded yet: `waiting` bytes.
+            intake.spool.sealed_bytes = 1000 + waiting
             asyncio.run(intake.commit(b'{"k":"e"}\n'))
     finally:
         intake.spool.close()

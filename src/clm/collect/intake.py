@@ -137,6 +137,7 @@ class Intake:
                 idle=self._spool_idle,
             )
             self.loader.load_pending()  # what a previous run acknowledged comes first
+            self.loader.loaded_bytes = 0  # from now on, against spool.sealed_bytes
             self.loader.start()
 
     def _spool_idle(self) -> bool:
@@ -229,7 +230,12 @@ class Intake:
         of the spool growing for as long as the load lasts."""
         if data:
             await asyncio.wrap_future(self.spool.write(data))
-            lag = self.loader.waiting_bytes - LAG_START if self.loader else 0
+            loader = self.loader
+            lag = (
+                self.spool.sealed_bytes - loader.loaded_bytes - LAG_START
+                if loader is not None
+                else 0
+            )
             if lag > 0:
                 await asyncio.sleep(MAX_DELAY * min(lag / LAG_SPAN, 1.0))
 

@@ -614,9 +614,9 @@ class Loader:
             "rejected": 0,
         }
         self.last_error: str | None = None
-        # Bytes of sealed segments not loaded yet, as of the last look (read by the
-        # request path to slow acknowledgements down when the loader lags).
-        self.waiting_bytes = 0
+        # Bytes of the segments loaded so far; the request path compares them with
+        # the bytes the spool sealed to see how far the loader lags behind.
+        self.loaded_bytes = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -629,10 +629,11 @@ class Loader:
                 files = _take(sealed_segments(self.directory), self.batch_files)
                 if not files:
                     return done
+                size = sum(_sizes(files))
                 counts = load_segments(
                     self.wh, files, recent=self.recent, **self.options
                 )
-                self.waiting_bytes = sum(_sizes(sealed_segments(self.directory)))
+                self.loaded_bytes += size
                 for k, v in counts.items():
                     done[k] += v
                     self.totals[k] += v
@@ -687,7 +688,6 @@ class Loader:
                 continue
             size += st.st_size
             oldest = st.st_mtime if oldest is None else min(oldest, st.st_mtime)
-        self.waiting_bytes = size
         if oldest is None:
             return False
         if self.idle is not None and self.idle():

@@ -123,6 +123,7 @@ class Spool:
         self.slowest_commit = 0.0
         self.records = 0
         self.last_write = time.monotonic()  # when records last reached the file
+        self.sealed_bytes = 0  # bytes of the segments this process sealed
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -185,6 +186,7 @@ class Spool:
             self._path.unlink()
         _fsync_dir(self.directory)
         if self._size:
+            self.sealed_bytes += self._size
             self.sealed.set()
 
     def _run(self) -> None:
