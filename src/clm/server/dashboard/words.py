@@ -28,15 +28,15 @@ WORDS: dict[str, dict[str, str]] = {
             "exact."
         ),
         "dash.preview_sample": (
-            "Estimate as of {as_of}: the draft replayed on {sample} of {total} "
+            "Estimate as of {as_of}: the draft evaluated on {sample} of {total} "
             "customers (a fixed sample chosen by a hash of the customer id), "
             "scaled up. ± is the 95% margin. For the exact figures (slow: as long "
             "as the stage step of clm run) ask the API with ?exact=1."
         ),
         "dash.preview_exact": (
-            "Exact, as of {as_of}: the draft replayed on all {total} customers."
+            "Exact, as of {as_of}: the draft evaluated on all {total} customers."
         ),
-        "dash.previewing": "Replaying the draft…",
+        "dash.previewing": "Evaluating the draft…",
     },
     "de": {
         "dash.found_capped": (
