@@ -52,7 +52,7 @@ from clm.lifecycle.rules import analysis
 from clm.lifecycle.rules.ast import Name
 from clm.lifecycle.rules.compile import as_condition
 from clm.lifecycle.rules.parser import to_text
-from clm.lifecycle.spec import StageModel
+from clm.lifecycle.spec import FeatureSpec, StageModel
 from clm.warehouse.engine import Warehouse
 
 
@@ -69,6 +69,12 @@ def _used(model: StageModel) -> StageModel:
     return dataclasses.replace(model, features=kept)
 
 
+def feature_key(f: FeatureSpec) -> tuple[Any, ...]:
+    """What decides a feature's values: name, kind, column, filter, window."""
+    where = None if f.filter is None else to_text(f.filter)
+    return (f.name, f.kind, f.column, where, f.within_days, f.within_periods)
+
+
 def grid_key(
     model: StageModel, value_params: dict[str, float] | None = None
 ) -> tuple[Any, ...]:
@@ -77,19 +83,7 @@ def grid_key(
     whether a rule needs every period, and the fitted parameters `p_alive` reads.
     Drafts with the same key share a grid."""
     pl = plan(_used(model))
-    features = tuple(
-        sorted(
-            (
-                f.name,
-                f.kind,
-                f.column,
-                None if f.filter is None else to_text(f.filter),
-                f.within_days,
-                f.within_periods,
-            )
-            for f in pl.model.features.values()
-        )
-    )
+    features = tuple(sorted(feature_key(f) for f in pl.model.features.values()))
     thresholds = tuple(sorted((k, tuple(sorted(v))) for k, v in pl.thresholds.items()))
     values = tuple(
         sorted((k, tuple(sorted(v))) for k, v in pl.value_thresholds.items())

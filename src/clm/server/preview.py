@@ -303,18 +303,9 @@ class Loaded:
 def _semantics(draft: StageModel) -> tuple[Any, ...]:
     """What decides a draft's stages: grain, progression, features, rules in order."""
     from clm.lifecycle.rules.parser import to_text
+    from clm.lifecycle.standing import feature_key
 
-    features = tuple(
-        (
-            f.name,
-            f.kind,
-            f.column,
-            None if f.filter is None else to_text(f.filter),
-            f.within_days,
-            f.within_periods,
-        )
-        for f in draft.features.values()
-    )
+    features = tuple(feature_key(f) for f in draft.features.values())
     stages = tuple((s.name, to_text(s.when)) for s in draft.stages)
     return (draft.grain, draft.progression, features, stages)
 
