@@ -73,12 +73,14 @@ class CollectorConfig:
         )
 
 
-# Back-pressure (Intake.commit): up to one load's worth of sealed spool waits while
-# the loader keeps up (it loads once MIN_LOAD_BYTES are sealed); beyond that each
-# answer waits, in proportion, up to MAX_DELAY seconds, reached when two more loads'
-# worth wait. Starting low keeps the backlog, and so the warehouse's lag behind the
-# acknowledgements, near one load (about a second at 100,000 events/s).
-LAG_START = MIN_LOAD_BYTES
+# Back-pressure (Intake.commit): up to two loads' worth of sealed spool waits while
+# the loader keeps up (one being loaded, the next one sealed meanwhile, so the
+# loader starts its next load at once); beyond that each answer waits, in
+# proportion, up to MAX_DELAY seconds, reached when two more loads' worth wait.
+# Starting at one load's worth was measured too: the loader then idled between
+# loads while answers waited (91,000 against 96,000-99,000 events/s acknowledged,
+# docs/benchmarks-collector.md).
+LAG_START = 2 * MIN_LOAD_BYTES
 LAG_SPAN = 2 * MIN_LOAD_BYTES
 MAX_DELAY = 0.02
 
