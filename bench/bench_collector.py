@@ -204,6 +204,10 @@ def main() -> None:
         # writes to the same disk), not at the event loop.
         "slowest_fsync_ms": health.get("slowest_fsync_ms"),
         "fsyncs": health.get("fsyncs"),
+        # Answers the back-pressure held back (the loader lagged), and their total
+        # delay: a share of requests times their wait says what it cost the rate.
+        "answers_held_back": health.get("answers_held_back"),
+        "held_back_ms": health.get("held_back_ms"),
         # What reached the warehouse, over the run and the drain after it: the
         # rate the whole path sustains, loader included.
         "events_in_warehouse_per_s": round(stored / (wall + catch_up + drain)),

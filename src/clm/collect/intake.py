@@ -112,6 +112,8 @@ class Intake:
         self.loader: Loader | None = None
         self.accepted = 0
         self.rejected = 0
+        self.held_back = 0  # answers delayed by back-pressure, and for how long
+        self.held_back_seconds = 0.0
         self.running = False
 
     def start(self) -> None:
@@ -239,7 +241,10 @@ class Intake:
                 else 0
             )
             if lag > 0:
-                await asyncio.sleep(MAX_DELAY * min(lag / LAG_SPAN, 1.0))
+                delay = MAX_DELAY * min(lag / LAG_SPAN, 1.0)
+                self.held_back += 1
+                self.held_back_seconds += delay
+                await asyncio.sleep(delay)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -247,5 +252,7 @@ class Intake:
             "rejected": self.rejected,
             "fsyncs": self.spool.fsyncs,
             "slowest_fsync_ms": round(self.spool.slowest_commit * 1000, 1),
+            "answers_held_back": self.held_back,
+            "held_back_ms": round(self.held_back_seconds * 1000),
             "loader": self.loader.status() if self.loader else None,
         }

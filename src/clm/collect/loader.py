@@ -91,7 +91,11 @@ def _columns() -> str:
 
 COLUMNS = _columns()
 DEDUP_WINDOW_HOURS = 24
-LOADER_NICE = 10
+# The loader thread's nice value. 10 (below the request and fsync threads) until
+# back-pressure (intake.py) bounded the lag: at 10 the loader lost the CPU to every
+# other process on a busy machine and answers were held back three times as long;
+# at 0 it keeps up, and the answers' p99 stayed the same (docs/benchmarks-collector.md).
+LOADER_NICE = 0
 
 
 def _spool_table(
@@ -653,12 +657,12 @@ class Loader:
 
     def _run(self) -> None:
         name_os_thread("clm-loader")
-        # Below the request thread and the fsync thread in the OS scheduler: under
-        # load the loader yields the core to them (acknowledgement latency) and
-        # catches up when requests pause. Linux applies a thread id's nice value
-        # to that thread only; elsewhere this may not apply, which is harmless.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
+        # Linux applies a thread id's nice value to that thread only; elsewhere
+        # this may not apply, which is harmless.
+        if LOADER_NICE:
+            with contextlib.suppress(OSError, AttributeError):
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, LOADER_NICE)
         while not self._stop.is_set():
             self.wake.wait(self.interval)
             self.wake.clear()

@@ -16,7 +16,8 @@ Design choices (the task asked for them to be written down here):
   future resolved; if fsync fails the future carries the error and the request gets
   a 503, never a 200.
 - **Segments.** The writer appends to `seg-N.open`. Every `rotate_seconds` (or
-  `rotate_bytes`) it seals the file: fsync, rename to `seg-N.jsonl`, fsync the
+  `rotate_bytes`, or a quarter of `rotate_seconds` after the last write) it seals the
+  file: fsync, rename to `seg-N.jsonl`, fsync the
   directory. Only sealed segments are loaded; the loader deletes a segment once its
   rows are committed in the warehouse.
 - **Crash recovery.** A crash can leave a `.open` segment whose last line is torn
@@ -192,18 +193,29 @@ class Spool:
     def _run(self) -> None:
         name_os_thread("clm-spool")
         while True:
+            idle_after = self.rotate_seconds / 4
             with self._cond:
                 if not self._pending and not self._closing:
-                    left = self.rotate_seconds - (time.monotonic() - self._opened)
+                    now = time.monotonic()
+                    left = self.rotate_seconds - (now - self._opened)
+                    if self._size:
+                        left = min(left, idle_after - (now - self.last_write))
                     self._cond.wait(timeout=max(left, 0.01))
                 batch, self._pending = self._pending, []
                 closing = self._closing
             if batch:
                 self._commit(batch)
-            age = time.monotonic() - self._opened
+            now = time.monotonic()
+            # A segment is sealed when it is old or large enough, or once nothing
+            # was written to it for a quarter of the interval: when traffic stops,
+            # its last records reach the loader without waiting out the interval.
             if closing or (
                 self._size
-                and (age >= self.rotate_seconds or self._size >= self.rotate_bytes)
+                and (
+                    now - self._opened >= self.rotate_seconds
+                    or self._size >= self.rotate_bytes
+                    or now - self.last_write >= idle_after
+                )
             ):
                 try:
                     self._seal()
