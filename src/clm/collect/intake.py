@@ -233,7 +233,7 @@ class Intake:
         loader needs and the warehouse keeps up with what is acknowledged, instead
         of the spool growing for as long as the load lasts."""
         if data:
-            await asyncio.wrap_future(self.spool.write(data))
+            await self.spool.write_async(data)
             loader = self.loader
             lag = (
                 self.spool.sealed_bytes - loader.loaded_bytes - LAG_START
