@@ -156,15 +156,27 @@ def _rank(model: StageModel, grid: ir.Table) -> ir.IntegerValue:
     )
 
 
-def stages_query(model: StageModel, grid: ir.Table) -> ir.Table:
+def last_rows(grid: ir.Table) -> ir.Table:
+    """Each customer's last candidate row: all that a `dynamic` model's stage as of
+    the end reads (one row per customer instead of several; a caller keeping a
+    grid for many drafts keeps these too)."""
+    w = ibis.window(group_by="customer_id", order_by=ibis.desc("p"))
+    return grid.filter(ibis.row_number().over(w) == 0)
+
+
+def stages_query(
+    model: StageModel, grid: ir.Table, last: ir.Table | None = None
+) -> ir.Table:
     """customer_id (key), stage as of the grid's last period; NULL: no rule
     matched. Forward-only: the furthest stage matched at any candidate row;
-    dynamic: the stage of the customer's last candidate row."""
-    ranked = grid.mutate(_r=_rank(model, grid))
+    dynamic: the stage of the customer's last candidate row (`last`: the grid's
+    `last_rows`, when kept)."""
     if model.progression == "forward_only":
+        ranked = grid.mutate(_r=_rank(model, grid))
         best = ranked.group_by("customer_id").aggregate(_b=ranked._r.max())
     else:
-        best = ranked.group_by("customer_id").aggregate(_b=ranked._r.argmax(ranked.p))
+        rows = last_rows(grid) if last is None else last
+        best = rows.select("customer_id", _b=_rank(model, rows))
     n = len(model.stages)
     stage = ibis.cases(
         *[(best._b == n - i, s.name) for i, s in enumerate(model.stages)],
@@ -173,10 +185,12 @@ def stages_query(model: StageModel, grid: ir.Table) -> ir.Table:
     return best.select("customer_id", stage=stage)
 
 
-def counts_query(model: StageModel, grid: ir.Table) -> ir.Table:
+def counts_query(
+    model: StageModel, grid: ir.Table, last: ir.Table | None = None
+) -> ir.Table:
     """stage, n: customers per stage as `stages_query` decides them (customers
     without a stage left out)."""
-    staged = stages_query(model, grid)
+    staged = stages_query(model, grid, last)
     staged = staged.filter(staged.stage.notnull())
     return staged.group_by("stage").aggregate(n=staged.count())
 

@@ -212,7 +212,10 @@ class Loaded:
         # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day).
         # Built one at a time under `build`; concurrent drafts wanting the same
         # grid wait for it instead of building it twice.
-        self.grids: OrderedDict[tuple[Any, ...], ir.Table] = OrderedDict()
+        # Each: the grid and its last row per customer (what dynamic drafts read).
+        self.grids: OrderedDict[tuple[Any, ...], tuple[ir.Table, ir.Table]] = (
+            OrderedDict()
+        )
         self.calendars: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
         self.build = threading.Lock()
         self.made = 0
@@ -237,11 +240,12 @@ class Loaded:
         tz: Any,
         day: date,
         params: dict[str, float] | None = None,
-    ) -> ir.Table:
-        """`draft`'s candidate grid as of `day` (built when first asked), as a
-        table of this in-memory database that only names it: compiling a query
-        over it needs no connection, so drafts compile while a grid builds.
-        `params`: the fit `p_alive()` reads (`standing.needs_fit`)."""
+    ) -> tuple[ir.Table, ir.Table]:
+        """`draft`'s candidate grid as of `day` (built when first asked) and its
+        `standing.last_rows`, as tables of this in-memory database that only name
+        them: compiling a query over them needs no connection, so drafts compile
+        while a grid builds. `params`: the fit `p_alive()` reads
+        (`standing.needs_fit`)."""
         from clm.lifecycle import standing
         from clm.lifecycle.history import _end_of_date
 
@@ -275,14 +279,20 @@ class Loaded:
             # only under `build`): it registers the in-memory tables that
             # `p_alive()` adds to the query.
             built = self.wh.con.create_table(name, query)
-            got = ibis.table(built.schema(), name=name)
+            self.wh.con.create_table(f"{name}_last", standing.last_rows(built))
+            schema = built.schema()
+            got = (
+                ibis.table(schema, name=name),
+                ibis.table(schema, name=f"{name}_last"),
+            )
             self.grids[key] = got
             # A handful of feature sets is what editing a model visits; each grid
             # is a few MB at the sample's size. (A draft still reading an evicted
             # grid is improbable: it would need 16 newer feature sets meanwhile.)
             while len(self.grids) > 16:
                 _, old = self.grids.popitem(last=False)
-                self.wh.con.drop_table(old.get_name(), force=True)
+                for table in old:
+                    self.wh.con.drop_table(table.get_name(), force=True)
             return got
 
     def close(self) -> None:
@@ -329,7 +339,7 @@ def _counted(
         empty = pd.DataFrame({"stage": draft.stage_names, "customers": 0})
         return day, empty.assign(share=0.0)
     grid = loaded.grid(draft, r.tz, day, params) if engine == "grid" else None
-    name = None if grid is None else grid.get_name()
+    name = None if grid is None else grid[0].get_name()
     key = (engine, _semantics(draft), str(r.tz), day, name)
     with loaded.lock:
         sql = loaded.compiled.get(key)
@@ -337,7 +347,7 @@ def _counted(
         if grid is None:
             query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
         else:
-            query = standing.counts_query(draft, grid)
+            query = standing.counts_query(draft, *grid)
         sql = str(ibis.to_sql(query, dialect="duckdb"))
         with loaded.lock:
             loaded.compiled[key] = sql
