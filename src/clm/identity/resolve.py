@@ -146,6 +146,14 @@ class CustomerKeys:
         )
         return joined.drop("_u", "_a")
 
+    def named(self, table: ir.Table, key: str) -> ir.Table:
+        """`table`, whose column `key` holds customer keys, with `customer_id` in
+        their place (rows whose key names no customer left out)."""
+        names = self.keys.select(_k=self.keys.ck, _cid=self.keys.customer_id)
+        out = table.join(names, table[key] == names._k)
+        out = out.mutate(customer_id=out._cid)
+        return out.drop("_k", "_cid", *([key] if key != "customer_id" else []))
+
 
 # The keys of the run under way, by warehouse object: steps called with only the
 # warehouse (or, like the dashboard's precompute, with the workspace) find them here

@@ -194,9 +194,7 @@ def run_model(
             values = _feature_values(wh, pl, base, periods, buckets, cal, run_id)
             staged = _assign_stages(model, values)
             intervals = _collapse(staged, periods)
-            named = ck.keys.select(_k=ck.keys.ck, _cid=ck.keys.customer_id)
-            intervals = intervals.join(named, intervals.customer_id == named._k)
-            intervals = intervals.mutate(customer_id=intervals._cid).drop("_k", "_cid")
+            intervals = ck.named(intervals, "customer_id")
             intervals = wh.materialize(intervals, f"_clm_intervals_{run_id}")
             progress.advance()
         except Exception:

@@ -183,9 +183,7 @@ def stages_at(
     """
 
     def named(staged: ir.Table, ck: CustomerKeys) -> pa.Table:
-        names = ck.keys.select(_k=ck.keys.ck, customer_id=ck.keys.customer_id)
-        out = staged.join(names, staged._ck == names._k)
-        return out.select("customer_id", "stage").to_pyarrow()
+        return ck.named(staged, "_ck").select("customer_id", "stage").to_pyarrow()
 
     empty = pa.table({"customer_id": pa.array([], pa.string()), "stage": []})
     return _run(wh, model, timezone, as_of, keys, events, named, empty)

@@ -227,9 +227,8 @@ def stages_at(
         try:
             grid = grid_query(model, events, periods, buckets, cal, params)
             staged = stages_query(model, grid)
-            names = ck.keys.select(_k=ck.keys.ck, _cid=ck.keys.customer_id)
-            out = staged.join(names, staged.customer_id == names._k)
-            return out.select(customer_id=out._cid, stage=out.stage).to_pyarrow()
+            out = ck.named(staged, "customer_id")
+            return out.select("customer_id", "stage").to_pyarrow()
         finally:
             wh.drop(f"_clm_gp_{tag}")
             wh.drop(f"_clm_gb_{tag}")
