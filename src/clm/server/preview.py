@@ -50,6 +50,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from concurrent.futures import Future
 from datetime import date, datetime
 from typing import Any
 
@@ -60,6 +61,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clm.errors import ModelError
+from clm.lifecycle import grid_arrays
 from clm.lifecycle.model import load_model_text
 from clm.lifecycle.spec import StageModel
 from clm.warehouse.engine import Warehouse
@@ -196,28 +198,38 @@ class Loaded:
         from clm.lifecycle.snapshot import customer_events
 
         self.customers, self.raw_events = customers, events
+        self.sample_customers = pc.count_distinct(
+            customers.column("customer_id")
+        ).as_py()
         self.wh = _load(customers, events)
         keys = build_customer_keys(self.wh, tag="preview")
         slim = customer_events(self.wh, keys, set(events.column_names))
-        self.wh.con.create_table("preview_events", slim, overwrite=True)
+        # Also held as sorted arrays: the NumPy grid's input (`grid_arrays`).
+        self.arrays = grid_arrays.hold(
+            self.wh.con, "preview_events", slim, run=self.arrow
+        )
         drop_customer_keys(self.wh, keys)
-        self.events = self.wh.con.table("preview_events")
+        self.events = self.arrays.table
         self.lock = threading.Lock()  # cursors and `compiled` change under it
         # The compiled query per draft semantics (see `_semantics`): drafts that
         # differ only in comments, version, labels or descriptions run the same
         # aggregate, which is still run for each of them.
         self.compiled: OrderedDict[tuple[Any, ...], str] = OrderedDict()
-        first = self.wh.con.con.execute("SELECT min(t) FROM preview_events").fetchone()
-        self.first_s: int | None = None if first is None else first[0]
+        t = self.arrays.t
+        self.first_s: int | None = int(t.min()) if len(t) else None
         # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day).
-        # Built one at a time under `build`; concurrent drafts wanting the same
-        # grid wait for it instead of building it twice.
         # Each: the grid and its last row per customer (what dynamic drafts read).
         self.grids: OrderedDict[tuple[Any, ...], tuple[ir.Table, ir.Table]] = (
             OrderedDict()
         )
         self.calendars: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
-        self.build = threading.Lock()
+        # Grids built in NumPy, as Arrow tables per grid name (see `run`).
+        self.held: dict[str, grid_arrays.Held] = {}
+        # Rule sets whose types the compiler has checked, per grid schema.
+        self.checked: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+        self.build = threading.Lock()  # `grids` and `pending` change under it
+        self.pending: dict[tuple[Any, ...], Future[tuple[ir.Table, ir.Table]]] = {}
+        self.db = threading.Lock()  # the Ibis backend's own connection
         self.made = 0
 
     def has_grid(
@@ -247,7 +259,6 @@ class Loaded:
         while a grid builds. `params`: the fit `p_alive()` reads
         (`standing.needs_fit`)."""
         from clm.lifecycle import standing
-        from clm.lifecycle.history import _end_of_date
 
         key = (standing.grid_key(draft, params), str(tz), day)
         with self.build:
@@ -255,13 +266,60 @@ class Loaded:
             if got is not None:
                 self.grids.move_to_end(key)
                 return got
-            assert self.first_s is not None  # callers stop at an empty sample
-            cal_key = (draft.grain, str(tz), day)
+            # Concurrent drafts wanting the same grid wait for one build; drafts
+            # wanting different ones build side by side (NumPy mostly runs
+            # without the GIL, so two builds use both cores).
+            pending = self.pending.get(key)
+            mine = pending is None
+            if mine:
+                pending = self.pending[key] = Future()
+        assert pending is not None
+        if not mine:
+            return pending.result()
+        try:
+            got = self._build(draft, tz, day, params)
+        except BaseException as exc:
+            with self.build:
+                self.pending.pop(key, None)
+            pending.set_exception(exc)
+            raise
+        with self.build:
+            self.pending.pop(key, None)
+            self.grids[key] = got
+            # A handful of feature sets is what editing a model visits; each grid
+            # is a few MB at the sample's size. (A draft still reading an evicted
+            # grid is improbable: it would need 16 newer feature sets meanwhile.)
+            evicted = []
+            while len(self.grids) > 16:
+                evicted.append(self.grids.popitem(last=False)[1])
+        for old in evicted:
+            with self.lock:
+                self.held.pop(old[0].get_name(), None)
+            with self.db:
+                for table in old:
+                    self.wh.con.drop_table(table.get_name(), force=True)
+        pending.set_result(got)
+        return got
+
+    def _build(
+        self,
+        draft: StageModel,
+        tz: Any,
+        day: date,
+        params: dict[str, float] | None,
+    ) -> tuple[ir.Table, ir.Table]:
+        from clm.lifecycle import standing
+        from clm.lifecycle.history import _end_of_date
+
+        assert self.first_s is not None  # callers stop at an empty sample
+        cal_key = (draft.grain, str(tz), day)
+        with self.db:
+            self.made += 1
+            name = f"preview_grid_{self.made}"
             if cal_key not in self.calendars:
                 cal = standing.calendar(
                     draft.grain, tz, self.first_s, _end_of_date(day, tz)
                 )
-                self.made += 1
                 periods = self.wh.con.create_table(
                     f"preview_periods_{self.made}", ibis.memtable(cal.periods_frame())
                 )
@@ -270,37 +328,43 @@ class Loaded:
                 )
                 self.calendars[cal_key] = (cal, periods, buckets)
             cal, periods, buckets = self.calendars[cal_key]
+        if grid_arrays.supported(draft) is None:
+            # Kept in memory: drafts run their rules over it in NumPy too.
+            held: grid_arrays.Held | None
+            held, _ = grid_arrays.build(draft, self.arrays, cal)
+            schema = held.schema()
+        else:
             query = standing.grid_query(
                 draft, self.events, periods, buckets, cal, params
             )
-            self.made += 1
-            name = f"preview_grid_{self.made}"
             # Through the Ibis backend (on this database's own connection, used
-            # only under `build`): it registers the in-memory tables that
-            # `p_alive()` adds to the query.
-            built = self.wh.con.create_table(name, query)
-            self.wh.con.create_table(f"{name}_last", standing.last_rows(built))
-            schema = built.schema()
-            got = (
-                ibis.table(schema, name=name),
-                ibis.table(schema, name=f"{name}_last"),
-            )
-            self.grids[key] = got
-            # A handful of feature sets is what editing a model visits; each grid
-            # is a few MB at the sample's size. (A draft still reading an evicted
-            # grid is improbable: it would need 16 newer feature sets meanwhile.)
-            while len(self.grids) > 16:
-                _, old = self.grids.popitem(last=False)
-                for table in old:
-                    self.wh.con.drop_table(table.get_name(), force=True)
-            return got
+            # only under `db`): it registers the in-memory tables that `p_alive()`
+            # adds to the SQL grid.
+            with self.db:
+                built = self.wh.con.create_table(name, query)
+                self.wh.con.create_table(f"{name}_last", standing.last_rows(built))
+            held, schema = None, built.schema()
+        if held is not None:
+            with self.lock:
+                self.held[name] = held
+        return ibis.table(schema, name=name), ibis.table(schema, name=f"{name}_last")
 
     def close(self) -> None:
         """Free the in-memory database (drafts still running on it fail)."""
-        with self.build:
+        with self.db:
             self.wh.close()
 
+    def arrow(self, sql: str) -> pa.Table:
+        """The result of `sql` as Arrow, on a cursor of its own."""
+        with self.lock:
+            cursor = self.wh.con.con.cursor()
+        try:
+            return cursor.execute(sql).to_arrow_table()
+        finally:
+            cursor.close()
+
     def run(self, sql: str) -> list[tuple[Any, ...]]:
+        """Rows of `sql` on a cursor of its own."""
         with self.lock:
             cursor = self.wh.con.con.cursor()
         try:
@@ -340,6 +404,10 @@ def _counted(
         return day, empty.assign(share=0.0)
     grid = loaded.grid(draft, r.tz, day, params) if engine == "grid" else None
     name = None if grid is None else grid[0].get_name()
+    with loaded.lock:
+        held = loaded.held.get(name) if name else None
+    if grid is not None and held is not None:
+        return day, _shares(draft, _held_counts(draft, loaded, grid[0], held))
     key = (engine, _semantics(draft), str(r.tz), day, name)
     with loaded.lock:
         sql = loaded.compiled.get(key)
@@ -354,13 +422,39 @@ def _counted(
             while len(loaded.compiled) > 64:
                 loaded.compiled.popitem(last=False)
     counts = {str(s): int(n) for s, n in loaded.run(sql)}
+    return day, _shares(draft, counts)
+
+
+def _held_counts(
+    draft: StageModel, loaded: Loaded, grid: ir.Table, held: grid_arrays.Held
+) -> dict[str, int]:
+    """Customers per stage of `draft` over a grid held in NumPy. Its rules are
+    compiled against the grid's columns first (not run): that is where a rule's
+    type errors are found, with the same messages as everywhere else."""
+    from clm.lifecycle import standing
+    from clm.lifecycle.rules.parser import to_text
+
+    rules = tuple(to_text(s.when) for s in draft.stages)
+    key = (rules, tuple(grid.schema().items()))
+    with loaded.lock:
+        seen = key in loaded.checked
+    if not seen:
+        standing.stages_query(draft, grid)  # raises the rules' ModelError
+        with loaded.lock:
+            loaded.checked[key] = None
+            while len(loaded.checked) > 256:
+                loaded.checked.popitem(last=False)
+    return held.stage_counts(draft)
+
+
+def _shares(draft: StageModel, counts: dict[str, int]) -> pd.DataFrame:
     df = pd.DataFrame(
         [(s, counts.get(s, 0)) for s in draft.stage_names],
         columns=["stage", "customers"],
     )
     total = df.customers.sum()
     df["share"] = df.customers / total if total else 0.0
-    return day, df
+    return df
 
 
 def preview(r: Any, text: str, exact: bool = False) -> dict[str, Any]:
@@ -489,7 +583,11 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
     else:
         loaded = _loaded(r, k, cols)
         customers, events = loaded.customers, loaded.raw_events
-    n = pc.count_distinct(customers.column("customer_id")).as_py()
+    n = (
+        pc.count_distinct(customers.column("customer_id")).as_py()
+        if loaded is None
+        else loaded.sample_customers
+    )
     base = {
         "method": "exact" if k == 1 else "sample",
         "estimate": k > 1,

@@ -1,0 +1,237 @@
+"""The NumPy grid (`clm.lifecycle.grid_arrays`) against the SQL grid
+(`clm.lifecycle.standing.grid_query`), which the snapshot tests hold equal to the
+replay: on the same random workspaces, every row and every feature value must be the
+same. The models use every kind the NumPy grid covers, day and period windows,
+filters on JSON properties, `days_since` thresholds and, in one model, a rule that
+forces the dense evaluation."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+
+import ibis
+import pandas as pd
+import pyarrow as pa
+import pytest
+from test_lifecycle_snapshot import CASES, MODEL, random_events
+
+from clm.identity.resolve import build_customer_keys, drop_customer_keys
+from clm.lifecycle import grid_arrays, standing
+from clm.lifecycle.history import _end_of_date, plan
+from clm.lifecycle.model import load_model_text
+from clm.lifecycle.snapshot import customer_events
+from clm.warehouse.engine import Warehouse
+
+# Every kind with and without windows, thresholds on both time kinds, a sum with
+# float amounts, a filter on a JSON property.
+EXTRA = """
+name: arrays
+version: 1
+grain: {grain}
+progression: forward_only
+features:
+  orders: count(event = 'order_completed')
+  revenue_3p: sum(revenue, within = 3 periods)
+  revenue_9d: sum(revenue, event = 'order_completed', within = 9d)
+  kinds_2p: count_distinct(event, within = 2 periods)
+  kinds_20h: count_distinct(type, within = 20h)
+  last_type: last(type)
+  last_type_2d: last(type, within = 2d)
+  biggest: max(revenue, event = 'order_completed')
+  first_type: first(type, event = 'signed_up')
+  since_signup: days_since(event = 'signed_up')
+  since_first_order: days_since_first(event = 'order_completed')
+  bots: count(context.clm.bot = 'true')
+stages:
+  - {{name: a, when: "revenue_9d > 20.5 and kinds_20h >= 2"}}
+  - {{name: b, when: "since_signup between 3 and 9 or since_first_order > 30"}}
+  - {{name: c, when: "kinds_2p >= 2 and last_type_2d = 'page'"}}
+  - {{name: d, when: "revenue_3p >= 15 or biggest > 30"}}
+  - {{name: e, when: "first_type is not null and last_type = 'track'"}}
+  - {{name: f, when: "orders >= 1 or bots >= 1"}}
+"""
+
+# `days_since` in arithmetic: no thresholds to solve, every period is evaluated.
+DENSE = """
+name: dense
+version: 1
+grain: {grain}
+progression: forward_only
+features:
+  since_order: days_since(event = 'order_completed')
+  orders_5d: count(event = 'order_completed', within = 5d)
+stages:
+  - {{name: x, when: "since_order * 2 > 15"}}
+  - {{name: y, when: "orders_5d >= 1"}}
+"""
+
+
+def _grids(text: str, seed: int, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    wh = Warehouse.duckdb(None)
+    try:
+        events = random_events(seed, day)
+        events.loc[events.index % 7 == 3, "revenue"] = 12.34  # float amounts
+        wh.append("events", events)
+        model = load_model_text(text)
+        tz = standing.ZoneInfo("Europe/Berlin")
+        keys = build_customer_keys(wh, tag="t")
+        slim = customer_events(wh, keys, plan(model).columns | {"event", "type"})
+        held = grid_arrays.hold(wh.con, "held", slim)
+        drop_customer_keys(wh, keys)
+        first = int(held.t.min())
+        cal = standing.calendar(model.grain, tz, first, _end_of_date(day, tz))
+        periods = wh.materialize(ibis.memtable(cal.periods_frame()), "gp")
+        buckets = wh.materialize(ibis.memtable(cal.buckets_frame()), "gb")
+        want = standing.grid_query(model, held.table, periods, buckets, cal)
+        got, _ = grid_arrays.build(model, held, cal)
+        return _sorted(want.to_pandas()), _sorted(got.table.to_pandas())
+    finally:
+        wh.close()
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame[sorted(frame.columns)]
+    return frame.sort_values(["customer_id", "p"]).reset_index(drop=True)
+
+
+def _same(want: pd.DataFrame, got: pd.DataFrame) -> None:
+    assert list(got.columns) == list(want.columns)
+    assert len(got) == len(want) > 0
+    for col in want.columns:
+        for i, (a, b) in enumerate(zip(want[col], got[col], strict=True)):
+            if pd.isna(a) or pd.isna(b):
+                assert pd.isna(a) and pd.isna(b), (col, i, a, b)
+            elif isinstance(a, float):
+                assert math.isclose(a, b, abs_tol=1e-9), (col, i, a, b)
+            else:
+                assert a == b, (col, i, a, b)
+
+
+@pytest.mark.parametrize(("seed", "grain", "day"), CASES)
+@pytest.mark.parametrize("text", [MODEL, EXTRA, DENSE], ids=["snap", "extra", "dense"])
+def test_arrays_grid_equals_the_sql_grid(seed, grain, day, text) -> None:
+    want, got = _grids(text.format(grain=grain), seed, day)
+    assert len(want.customer_id.unique()) >= 10  # the case is not empty
+    _same(want, got)
+
+
+def test_a_dense_grid_has_every_period_from_the_first() -> None:
+    want, got = _grids(DENSE.format(grain="week"), 1, date(2024, 3, 6))
+    _same(want, got)
+    spans = got.groupby("customer_id").p.agg(["min", "max", "count"])
+    assert (spans["count"] == spans["max"] - spans["min"] + 1).all()
+
+
+def test_p_alive_is_left_to_the_sql_grid() -> None:
+    text = DENSE.format(grain="week").replace("orders_5d >= 1", "p_alive() < 0.5")
+    assert grid_arrays.supported(load_model_text(text)) is not None
+    assert grid_arrays.supported(load_model_text(DENSE.format(grain="week"))) is None
+
+
+# -- the rules over a held grid (`rules.arrays`) --------------------------------------
+
+
+@pytest.mark.parametrize(("seed", "grain", "day"), CASES[:3])
+@pytest.mark.parametrize("text", [MODEL, EXTRA, DENSE], ids=["snap", "extra", "dense"])
+@pytest.mark.parametrize("progression", ["forward_only", "dynamic"])
+def test_stage_counts_over_a_held_grid_equal_the_sql_rules(
+    seed, grain, day, text, progression
+) -> None:
+    """The same grid, its rules once in SQL (`standing.counts_query`) and once in
+    NumPy (`Held.stage_counts`)."""
+    text = text.format(grain=grain).replace("forward_only", progression)
+    text = text.replace("progression: dynamic", f"progression: {progression}")
+    model = load_model_text(text)
+    wh = Warehouse.duckdb(None)
+    try:
+        events = random_events(seed, day)
+        wh.append("events", events)
+        tz = standing.ZoneInfo("Europe/Berlin")
+        keys = build_customer_keys(wh, tag="t")
+        slim = customer_events(wh, keys, plan(model).columns | {"event", "type"})
+        held = grid_arrays.hold(wh.con, "held", slim)
+        drop_customer_keys(wh, keys)
+        cal = standing.calendar(
+            model.grain, tz, int(held.t.min()), _end_of_date(day, tz)
+        )
+        built, _ = grid_arrays.build(model, held, cal)
+        grid = wh.con.create_table("g", built.table)
+        want = dict(standing.counts_query(model, grid).to_pandas().values.tolist())
+        got = built.stage_counts(model)
+        assert {k: v for k, v in got.items() if v} == want
+        assert sum(want.values()) >= 10
+    finally:
+        wh.close()
+
+
+# Columns with NULLs, negative numbers, zeros, strings; each rule below is evaluated
+# by DuckDB (through the rule compiler) and by NumPy, row by row.
+TABLE = pd.DataFrame(
+    {
+        "i": pd.array([1, None, -7, 0, 5, 12, None, 3], dtype="Int64"),
+        "j": pd.array([0, 2, 3, None, -2, 5, 1, 0], dtype="Int64"),
+        "x": [1.5, None, -2.25, 0.0, 7.0, None, 3.5, 10.0],
+        "s": ["a", None, "b", "ä", "ab", "B", None, ""],
+    }
+)
+RULES = [
+    "i > 2",
+    "i = j or s = 'a'",
+    "not (i > 2)",
+    "i > 2 and s is null",
+    "not (i > 2 and x < 5)",
+    "i between j and 10",
+    "i not between -1 and 4",
+    "i between null and 4",
+    "i not between null and 4",
+    "s in ('a', 'b', null)",
+    "s not in ('a', 'b', null)",
+    "i not in (1, 2)",
+    "null in (1, 2)",
+    "i / j > 0.4",
+    "i % j = 1",
+    "i % j = -1",
+    "x % 2 = 1.5",
+    "-i >= j * 2 - x",
+    "s < 'b' and s >= ''",
+    "s != 'ab'",
+    "i + null > 1 or true",
+    "null and false",
+    "not (null or false)",
+    "x is not null and i is null",
+    "null",
+    "false or i * x > 10",
+]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_rules_in_numpy_mean_what_they_mean_in_sql(rule) -> None:
+    from clm.lifecycle.rules import arrays
+    from clm.lifecycle.rules.compile import as_condition, to_ibis
+    from clm.lifecycle.rules.parser import parse
+
+    node = parse(rule)
+    con = ibis.duckdb.connect()
+    t = con.create_table("t", TABLE)
+    want = (
+        t.select(ok=as_condition(to_ibis(node, lambda n: t[n.name])))
+        .to_pandas()
+        .ok.tolist()
+    )
+    held = grid_arrays.Held.from_arrow(
+        pa.table(
+            {
+                "customer_id": pa.array(range(len(TABLE)), pa.int64()),
+                "p": pa.array([0] * len(TABLE), pa.int64()),
+                **{f"f_{c}": pa.Array.from_pandas(TABLE[c]) for c in TABLE.columns},
+            }
+        )
+    )
+    got = arrays.condition(node, lambda n: held.column(f"f_{n.name}"), len(TABLE))
+    assert got.tolist() == want
+
+
+@pytest.mark.parametrize("rule", ["s < null", "-null > 1", "null + 1 = 2", "s = null"])
+def test_null_literals_are_unknown_in_numpy_too(rule) -> None:
+    test_rules_in_numpy_mean_what_they_mean_in_sql(rule)
