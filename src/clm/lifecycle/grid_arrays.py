@@ -39,6 +39,7 @@ from clm.lifecycle.rules import arrays as rule_arrays
 from clm.lifecycle.rules.ast import Name
 from clm.lifecycle.rules.parser import to_text
 from clm.lifecycle.spec import FeatureSpec, StageModel
+from clm.lifecycle.standing import _used, feature_key
 
 # How a feature reads its column: the casts `history._streams` applies.
 _CASTS = {
@@ -79,7 +80,37 @@ class Events:
     run: Callable[[str], pa.Table]
     _matched: dict[tuple[Any, ...], Matched] = field(default_factory=dict)
     _periods: dict[int, tuple[Calendar, _Periods]] = field(default_factory=dict)
+    _bases: dict[int, tuple[Calendar, _Base]] = field(default_factory=dict)
+    _parts: dict[tuple[Any, ...], Part] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def base(self, cal: Calendar) -> _Base:
+        """The events before `cal`'s end with their periods (kept per calendar)."""
+        with self._lock:
+            got = self._bases.get(id(cal))
+        if got is None or got[0] is not cal:
+            got = (cal, _Base(self, self.periods(cal)))
+            with self._lock:
+                self._bases[id(cal)] = got
+                while len(self._bases) > 4:
+                    self._bases.pop(next(iter(self._bases)))
+        return got[1]
+
+    def part(self, cal: Calendar, key: tuple[Any, ...]) -> Part | None:
+        """A feature's part of a grid over `cal` (see `_part`), when kept."""
+        with self._lock:
+            got = self._parts.get((id(cal), *key))
+            if got is not None:
+                self._parts[(id(cal), *key)] = self._parts.pop((id(cal), *key))
+            return got
+
+    def keep_part(self, cal: Calendar, key: tuple[Any, ...], part: Part) -> Part:
+        # A few MB each at the preview's sample; features of recent drafts.
+        with self._lock:
+            self._parts[(id(cal), *key)] = part
+            while len(self._parts) > 64:
+                self._parts.pop(next(iter(self._parts)))
+        return part
 
     def periods(self, cal: Calendar) -> _Periods:
         """`cal`'s period lookups, kept while the calendar is asked for."""
@@ -150,6 +181,28 @@ class _Periods:
         return self.bucket_p[np.where(ok, at, 0)], ok
 
 
+class _Base:
+    """The held events before a calendar's end: period, dense customer index and
+    key (customer index × n + period) of each, and the distinct keys."""
+
+    def __init__(self, events: Events, per: _Periods) -> None:
+        self.per, self.n = per, per.n
+        ev_p, ok = per.of(events.t)
+        keep = np.flatnonzero(ok)
+        self.t, self.p = events.t[keep], ev_p[keep]
+        ck = events.ck[keep]
+        # Where each held event went (-1: past the end), to map a feature's matches.
+        self.where = np.full(len(events.t), -1, dtype=np.int64)
+        self.where[keep] = np.arange(len(keep))
+        new = _starts(ck)
+        self.cust = np.cumsum(new) - 1
+        self.names = ck[new]
+        self.key = self.cust * self.n + self.p  # sorted: events are in time order
+        first = _starts(self.key)
+        self.ukey = self.key[first]
+        self.ukey_of = np.cumsum(first) - 1  # each event's distinct key
+
+
 class _Ev:
     """A place on the grid given as held events (indices into the events before
     the end): each at the row of its own customer and period."""
@@ -165,7 +218,7 @@ class _Grid:
     """The candidate keys (customer index × n + period) and how to place values on
     them."""
 
-    def __init__(self, keys: np.ndarray, n: int, event_keys: np.ndarray) -> None:
+    def __init__(self, keys: np.ndarray, n: int, base: _Base) -> None:
         self.keys = keys  # sorted, unique
         self.n = n
         self.cust = keys // n
@@ -176,20 +229,22 @@ class _Grid:
         self.seg = np.cumsum(first) - 1  # customer segment of each row
         self.seg_start = self.start[self.seg]
         self.everywhere = np.ones(len(keys), dtype=bool)
-        # The events' keys are sorted, which keeps this search cheap.
-        self.event_pos = np.searchsorted(keys, event_keys)
+        # The events' distinct keys are sorted, which keeps this search cheap.
+        self.ukey_pos = np.searchsorted(keys, base.ukey)
+        self.ukey_of = base.ukey_of
 
     def pos(self, where: Where) -> np.ndarray:
         if isinstance(where, _Ev):
-            return self.event_pos[where.i]
+            return self.ukey_pos[self.ukey_of[where.i]]
         return np.searchsorted(self.keys, where)
 
     def running_sum(
-        self, changes: list[tuple[Where, np.ndarray]], integer: bool
+        self, changes: list[tuple[np.ndarray, np.ndarray]], integer: bool
     ) -> Any:
-        """Per row: the sum of the changes at or before it, within its customer."""
+        """Per row: the sum of the changes (keys, amounts) at or before it, within
+        its customer."""
         size = len(self.keys)
-        pos = np.concatenate([self.pos(w) for w, _ in changes])
+        pos = np.concatenate([self.pos(k) for k, _ in changes])
         amounts = np.concatenate([a for _, a in changes]).astype(np.float64)
         acc = np.bincount(pos, weights=amounts, minlength=size)
         if integer:
@@ -261,102 +316,27 @@ def hold(
 def build(model: StageModel, events: Events, cal: Calendar) -> tuple[Held, Plan]:
     """customer_id (key), p, f_<feature> of the features `model`'s rules read: what
     `standing.grid_query` gives for the same events and calendar (`Held.table`)."""
-    from clm.lifecycle.standing import _used
-
     plan(model)  # refuses what the history engine refuses, the same way
     pl = plan(_used(model))
     why = supported(pl.model)
     if why is not None:
         raise ValueError(why)
-    per = events.periods(cal)
-    n = per.n
+    base = events.base(cal)
+    n = base.n
 
-    # The events before the end, with their period; customers as dense indices.
-    ev_p, ok = per.of(events.t)
-    keep = np.flatnonzero(ok)
-    ck, t, p = events.ck[keep], events.t[keep], ev_p[keep]
-    # Where each held event went (-1: past the end), to map a feature's matches.
-    where = np.full(len(events.t), -1, dtype=np.int64)
-    where[keep] = np.arange(len(keep))
-    new = np.ones(len(ck), dtype=bool)
-    new[1:] = ck[1:] != ck[:-1]
-    cust = np.cumsum(new) - 1
-    names = ck[new]
-    key = cust * n + p
-
-    def matched(f: FeatureSpec) -> tuple[np.ndarray, np.ndarray | None]:
-        got = events.matching(f)
-        pos = where[got.at]
-        ok = pos >= 0
-        return pos[ok], (None if got.values is None else got.values[ok])
-
-    # Per feature: candidate keys, and what makes its column once the grid is known.
-    extra: list[np.ndarray] = [key]
+    # Per feature: candidate keys, and what makes its column once the grid is
+    # known; kept per feature (and the rules' thresholds on it) for the next draft.
+    extra: list[np.ndarray] = [base.ukey]
     later: list[Callable[[_Grid], tuple[str, Column]]] = []
-
-    def window_end_s(seconds: np.ndarray, f: FeatureSpec) -> tuple[np.ndarray, Any]:
-        assert f.within_days is not None
-        return per.of(seconds + round(f.within_days * DAY))
-
     for f in pl.model.features.values():
-        windowed = f.within_days is not None or f.within_periods is not None
-        at, values = matched(f)
-        name = f.name
-        if f.kind in ("count", "sum"):
-            amount = (
-                np.ones(len(at), dtype=np.int64)
-                if f.kind == "count"
-                else np.asarray(values, dtype=np.float64)
+        thresholds = tuple(sorted(d for d in pl.thresholds.get(f.name, ()) if d > 0))
+        part = events.part(cal, (feature_key(f), thresholds))
+        if part is None:
+            part = events.keep_part(
+                cal, (feature_key(f), thresholds), _part(f, thresholds, events, base)
             )
-            changes: list[tuple[Where, np.ndarray]] = [(_Ev(at), amount)]
-            if windowed:
-                # -x in the period where each event has left the window.
-                if f.within_periods is not None:
-                    e = p[at] + f.within_periods
-                    gone = e < n
-                else:
-                    e, gone = window_end_s(t[at], f)
-                leave = cust[at][gone] * n + e[gone]
-                changes.append((leave, -amount[gone]))
-                extra.append(leave)
-            later.append(_additive(f, changes))
-        elif f.kind == "count_distinct":
-            assert values is not None
-            changes = _distinct(f, cust[at], t[at], p[at], values, per)
-            extra += [k for k, _ in changes if not isinstance(k, _Ev)]
-            later.append(_additive(f, changes))
-        elif f.kind in ("min", "max"):
-            later.append(_extreme(f, at, key[at], np.asarray(values, np.float64)))
-        elif f.kind in ("last", "days_since"):
-            last = at[_ends(key[at])]  # the latest matching event of each key
-            lt = t[last]
-            if f.kind == "last":
-                if f.within_periods is not None:
-                    e = p[last] + f.within_periods
-                    ok_e = e < n
-                    extra.append(cust[last][ok_e] * n + e[ok_e])
-                elif f.within_days is not None:
-                    e, ok_e = window_end_s(lt, f)
-                    extra.append(cust[last][ok_e] * n + e[ok_e])
-                lv = np.asarray(values, dtype=object)[_ends(key[at])]
-                later.append(_last(f, last, lt, lv, per))
-            else:
-                for v in sorted(d for d in pl.thresholds[name] if d > 0):
-                    c, ok_c = per.of(lt + (v * DAY - 1))
-                    extra.append(cust[last][ok_c] * n + c[ok_c])
-                later.append(_since(f, last, lt, per))
-        elif f.kind in ("first", "days_since_first"):
-            firsts = np.flatnonzero(_starts(cust[at]))  # earliest match per customer
-            fc = cust[at][firsts]
-            fp, ft = p[at][firsts], t[at][firsts]
-            fv = None if values is None else np.asarray(values, dtype=object)[firsts]
-            if f.kind == "days_since_first":
-                for v in sorted(d for d in pl.thresholds[name] if d > 0):
-                    c, ok_c = per.of(ft + (v * DAY - 1))
-                    extra.append(fc[ok_c] * n + c[ok_c])
-            later.append(_first(f, fc, fp, ft, fv, per, len(names)))
-        else:  # pragma: no cover - `supported` and the model loader stop these
-            raise ValueError(f"feature `{name}`: kind {f.kind!r}")
+        extra += part[0]
+        later.append(part[1])
 
     keys = _unique(np.concatenate(extra))
     if pl.dense:
@@ -367,9 +347,97 @@ def build(model: StageModel, events: Events, cal: Calendar) -> tuple[Held, Plan]
         rep = np.repeat(c0 * n + p0, counts)
         offsets = np.arange(len(rep)) - np.repeat(np.cumsum(counts) - counts, counts)
         keys = rep + offsets
-    grid = _Grid(keys, n, key)
+    grid = _Grid(keys, n, base)
     columns = dict(make(grid) for make in later)
-    return Held(names[grid.cust], grid.p, columns), pl
+    return Held(base.names[grid.cust], grid.p, columns), pl
+
+
+Part = tuple[list[np.ndarray], Callable[["_Grid"], tuple[str, "Column"]]]
+
+
+def _part(
+    f: FeatureSpec, thresholds: tuple[int, ...], events: Events, base: _Base
+) -> Part:
+    """A feature's candidate keys and the maker of its column (what
+    `history._streams` and `_feature_values` do for it)."""
+    n, per = base.n, base.per
+    cust, t, p, key = base.cust, base.t, base.p, base.key
+    got = events.matching(f)
+    pos = base.where[got.at]
+    ok = pos >= 0
+    at, values = pos[ok], (None if got.values is None else got.values[ok])
+    extra: list[np.ndarray] = []
+
+    def window_end_s(seconds: np.ndarray) -> tuple[np.ndarray, Any]:
+        assert f.within_days is not None
+        return per.of(seconds + round(f.within_days * DAY))
+
+    if f.kind in ("count", "sum"):
+        amount = (
+            np.ones(len(at), dtype=np.int64)
+            if f.kind == "count"
+            else np.asarray(values, dtype=np.float64)
+        )
+        changes = [_summed(key[at], amount)]
+        if f.within_days is not None or f.within_periods is not None:
+            # -x in the period where each event has left the window.
+            if f.within_periods is not None:
+                e = p[at] + f.within_periods
+                gone = e < n
+            else:
+                e, gone = window_end_s(t[at])
+            changes.append(_summed(cust[at][gone] * n + e[gone], -amount[gone]))
+            extra.append(changes[-1][0])
+        return extra, _additive(f, changes)
+    if f.kind == "count_distinct":
+        assert values is not None
+        changes = [
+            _summed(k, a) for k, a in _distinct(f, cust[at], t[at], p[at], values, per)
+        ]
+        return [k for k, _ in changes], _additive(f, changes)
+    if f.kind in ("min", "max"):
+        return extra, _extreme(f, at, key[at], np.asarray(values, np.float64))
+    if f.kind in ("last", "days_since"):
+        ends = _ends(key[at])
+        last = at[ends]  # the latest matching event of each key
+        lt = t[last]
+        if f.kind == "days_since":
+            for v in thresholds:
+                c, ok_c = per.of(lt + (v * DAY - 1))
+                extra.append(cust[last][ok_c] * n + c[ok_c])
+            return extra, _since(f, last, lt, per)
+        if f.within_periods is not None:
+            e = p[last] + f.within_periods
+            ok_e = e < n
+            extra.append(cust[last][ok_e] * n + e[ok_e])
+        elif f.within_days is not None:
+            e, ok_e = window_end_s(lt)
+            extra.append(cust[last][ok_e] * n + e[ok_e])
+        lv = np.asarray(values, dtype=object)[ends]
+        return extra, _last(f, last, lt, lv, per)
+    if f.kind in ("first", "days_since_first"):
+        firsts = np.flatnonzero(_starts(cust[at]))  # earliest match per customer
+        fc = cust[at][firsts]
+        fp, ft = p[at][firsts], t[at][firsts]
+        fv = None if values is None else np.asarray(values, dtype=object)[firsts]
+        if f.kind == "days_since_first":
+            for v in thresholds:
+                c, ok_c = per.of(ft + (v * DAY - 1))
+                extra.append(fc[ok_c] * n + c[ok_c])
+        return extra, _first(f, fc, fp, ft, fv, per, len(base.names))
+    # `supported` and the model loader stop any other kind before here.
+    raise ValueError(f"feature `{f.name}`: kind {f.kind!r}")
+
+
+def _summed(keys: np.ndarray, amounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Amounts added up per key: (sorted distinct keys, sums)."""
+    if len(keys) and np.any(keys[1:] < keys[:-1]):
+        order = np.argsort(keys, kind="stable")
+        keys, amounts = keys[order], amounts[order]
+    if len(keys) == 0:
+        return keys, amounts
+    starts = np.flatnonzero(_starts(keys))
+    return keys[starts], np.add.reduceat(amounts, starts)
 
 
 def _ends(keys: np.ndarray) -> np.ndarray:
@@ -382,7 +450,7 @@ def _ends(keys: np.ndarray) -> np.ndarray:
 
 
 def _additive(
-    f: FeatureSpec, changes: list[tuple[Where, np.ndarray]]
+    f: FeatureSpec, changes: list[tuple[np.ndarray, np.ndarray]]
 ) -> Callable[[_Grid], tuple[str, Column]]:
     def make(g: _Grid) -> tuple[str, Column]:
         if f.kind == "sum":
@@ -404,7 +472,7 @@ def _distinct(
     p: np.ndarray,
     codes: np.ndarray,
     per: _Periods,
-) -> list[tuple[Where, np.ndarray]]:
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """count_distinct as +1/-1 changes: without a window, +1 in the period of a
     value's first occurrence; with one, per island of overlapping presences (as
     `history._distinct_windows`)."""

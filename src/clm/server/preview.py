@@ -605,10 +605,12 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
         finally:
             once.close()
     else:
-        if engine == "snapshot" and loaded.has_grid(draft, r.tz, last, params):
-            # Both are exact; reading a grid that is there already (a draft
-            # that changes only stages) is several times cheaper than the
-            # aggregate over the sample's events.
+        if engine == "snapshot" and (
+            grid_arrays.supported(draft) is None
+            or loaded.has_grid(draft, r.tz, last, params)
+        ):
+            # Both are exact; a grid built in NumPy (or there already) costs a
+            # fraction of the snapshot's compiled aggregate.
             engine = base["engine"] = "grid"
         day, pops = _counted(r, draft, loaded, last, engine, params)
     scale = total / n
