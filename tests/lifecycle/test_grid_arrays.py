@@ -67,6 +67,24 @@ stages:
 """
 
 
+# p_alive() (a BG/NBD fit) with two crossing constants and a windowed count.
+VALUE = """
+name: value
+version: 1
+grain: {grain}
+progression: forward_only
+features:
+  alive: p_alive()
+  orders_9d: count(event = 'order_completed', within = 9d)
+stages:
+  - {{name: keen, when: "alive >= 0.8 and orders_9d >= 1"}}
+  - {{name: fading, when: "alive < 0.55"}}
+  - {{name: mid, when: "alive between 0.55 and 0.8"}}
+  - {{name: other, when: "true"}}
+"""
+FIT = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "days_per_unit": 7.0}
+
+
 def _grids(text: str, seed: int, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
     wh = Warehouse.duckdb(None)
     try:
@@ -83,9 +101,11 @@ def _grids(text: str, seed: int, day: date) -> tuple[pd.DataFrame, pd.DataFrame]
         cal = standing.calendar(model.grain, tz, first, _end_of_date(day, tz))
         periods = wh.materialize(ibis.memtable(cal.periods_frame()), "gp")
         buckets = wh.materialize(ibis.memtable(cal.buckets_frame()), "gb")
-        want = standing.grid_query(model, held.table, periods, buckets, cal)
-        got, _ = grid_arrays.build(model, held, cal)
-        return _sorted(want.to_pandas()), _sorted(got.table.to_pandas())
+        fit = FIT if standing.needs_fit(model) else None
+        want = standing.grid_query(model, held.table, periods, buckets, cal, fit)
+        got, _ = grid_arrays.build(model, held, cal, fit)
+        sql = wh.con.to_pyarrow(want) if fit else want.to_pyarrow()
+        return _sorted(sql.to_pandas()), _sorted(got.table.to_pandas())
     finally:
         wh.close()
 
@@ -109,7 +129,9 @@ def _same(want: pd.DataFrame, got: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize(("seed", "grain", "day"), CASES)
-@pytest.mark.parametrize("text", [MODEL, EXTRA, DENSE], ids=["snap", "extra", "dense"])
+@pytest.mark.parametrize(
+    "text", [MODEL, EXTRA, DENSE, VALUE], ids=["snap", "extra", "dense", "value"]
+)
 def test_arrays_grid_equals_the_sql_grid(seed, grain, day, text) -> None:
     want, got = _grids(text.format(grain=grain), seed, day)
     assert len(want.customer_id.unique()) >= 10  # the case is not empty
@@ -121,12 +143,6 @@ def test_a_dense_grid_has_every_period_from_the_first() -> None:
     _same(want, got)
     spans = got.groupby("customer_id").p.agg(["min", "max", "count"])
     assert (spans["count"] == spans["max"] - spans["min"] + 1).all()
-
-
-def test_p_alive_is_left_to_the_sql_grid() -> None:
-    text = DENSE.format(grain="week").replace("orders_5d >= 1", "p_alive() < 0.5")
-    assert grid_arrays.supported(load_model_text(text)) is not None
-    assert grid_arrays.supported(load_model_text(DENSE.format(grain="week"))) is None
 
 
 # -- the rules over a held grid (`rules.arrays`) --------------------------------------

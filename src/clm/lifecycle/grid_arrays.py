@@ -37,7 +37,7 @@ from clm.lifecycle.calendar import _epoch as epoch_of
 from clm.lifecycle.history import DAY, Plan, _condition, _event_resolver, plan
 from clm.lifecycle.rules import arrays as rule_arrays
 from clm.lifecycle.rules.ast import Name
-from clm.lifecycle.rules.parser import to_text
+from clm.lifecycle.rules.parser import parse, to_text
 from clm.lifecycle.spec import FeatureSpec, StageModel
 from clm.lifecycle.standing import _used, feature_key
 
@@ -53,8 +53,10 @@ _CASTS = {
 
 def supported(model: StageModel) -> str | None:
     """None when `build` computes `model`'s grid, else why not."""
+    known = {"count", "sum", "count_distinct", "min", "max", "last", "first"}
+    known |= {"days_since", "days_since_first", *value_features.VALUE_KINDS}
     for f in model.features.values():
-        if f.kind in value_features.VALUE_KINDS:
+        if f.kind not in known:
             return f"feature `{f.name}` ({f.kind}) is computed by the SQL grid only"
     return None
 
@@ -160,7 +162,8 @@ class _Periods:
     engine maps them: through the instant's 15-minute bucket, nothing past the end."""
 
     def __init__(self, cal: Calendar) -> None:
-        self.n = cal.n
+        self.cal, self.n = cal, cal.n
+        self._days: tuple[np.ndarray, int, np.ndarray, np.ndarray] | None = None
         edges = np.array([epoch_of(b) for b in cal.bounds], dtype=np.int64)
         self.first_bucket = int(edges[0]) // BUCKET_SECONDS
         self.end_bucket = epoch_of(cal.observation_end) // BUCKET_SECONDS
@@ -172,6 +175,20 @@ class _Periods:
         self.eval_s = np.array(
             [epoch_of(cal.eval_at(k)) for k in range(cal.n)], dtype=np.int64
         )
+
+    def days(self) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+        """For `p_alive()` (`value_features.day_frames`): the local day number of
+        every bucket, the first day the calendar covers, the period of each day
+        from it on, and each period's last observed day."""
+        if self._days is None:
+            bucket_day, day_period, eval_days = value_features.day_frames(self.cal)
+            self._days = (
+                bucket_day["_d"].to_numpy(np.int64),
+                int(day_period["_dd"].iloc[0]),
+                day_period["_dp"].to_numpy(np.int64),
+                eval_days["_ed"].to_numpy(np.int64),
+            )
+        return self._days
 
     def of(self, seconds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(period, valid): the period holding each instant; invalid before the
@@ -313,14 +330,22 @@ def hold(
     return Events(ck, t, table, run or cursor_run)
 
 
-def build(model: StageModel, events: Events, cal: Calendar) -> tuple[Held, Plan]:
+def build(
+    model: StageModel,
+    events: Events,
+    cal: Calendar,
+    value_params: dict[str, float] | None = None,
+) -> tuple[Held, Plan]:
     """customer_id (key), p, f_<feature> of the features `model`'s rules read: what
-    `standing.grid_query` gives for the same events and calendar (`Held.table`)."""
+    `standing.grid_query` gives for the same events, calendar and fit
+    (`value_params`, what `p_alive()` reads) as `Held.table`."""
     plan(model)  # refuses what the history engine refuses, the same way
     pl = plan(_used(model))
     why = supported(pl.model)
     if why is not None:
         raise ValueError(why)
+    if pl.value_thresholds and not value_params:
+        raise ValueError(f"model `{model.name}`: p_alive() needs value_params")
     base = events.base(cal)
     n = base.n
 
@@ -329,6 +354,18 @@ def build(model: StageModel, events: Events, cal: Calendar) -> tuple[Held, Plan]
     extra: list[np.ndarray] = [base.ukey]
     later: list[Callable[[_Grid], tuple[str, Column]]] = []
     for f in pl.model.features.values():
+        if f.kind in value_features.VALUE_KINDS:
+            assert value_params is not None
+            crossings = tuple(sorted(pl.value_thresholds[f.name]))
+            fit = tuple(sorted(value_params.items()))
+            key = (feature_key(f), crossings, fit)
+            part = events.part(cal, key)
+            if part is None:
+                made = _p_alive(f, crossings, value_params, events, base)
+                part = events.keep_part(cal, key, made)
+            extra += part[0]
+            later.append(part[1])
+            continue
         thresholds = tuple(sorted(d for d in pl.thresholds.get(f.name, ()) if d > 0))
         part = events.part(cal, (feature_key(f), thresholds))
         if part is None:
@@ -427,6 +464,97 @@ def _part(
         return extra, _first(f, fc, fp, ft, fv, per, len(base.names))
     # `supported` and the model loader stop any other kind before here.
     raise ValueError(f"feature `{f.name}`: kind {f.kind!r}")
+
+
+# What `value_features.streams` reads: order events, the same filter text.
+_ORDERS = FeatureSpec(
+    name="_orders",
+    kind="count",
+    filter=parse(f"event = '{value_features.ORDER_EVENT}'"),
+)
+
+
+def _p_alive(
+    f: FeatureSpec,
+    crossings: tuple[float, ...],
+    params: dict[str, float],
+    events: Events,
+    base: _Base,
+) -> Part:
+    """`p_alive()` (`value_features`): purchase days per customer, the periods
+    where P(alive) crosses a constant of the rules, and the value at each row."""
+    n, per = base.n, base.per
+    bucket_day, first_day, day_period, eval_day = per.days()
+    pos = base.where[events.matching(_ORDERS).at]
+    at = pos[pos >= 0]
+    day = bucket_day[base.t[at] // BUCKET_SECONDS - per.first_bucket]
+    cust, p = base.cust[at], base.p[at]
+    # Purchase days: per (customer, local day) the first period (events are in
+    # time order, so the first occurrence).
+    first = np.flatnonzero(_starts(cust * (1 << 32) + day)) if len(at) else at
+    dc, dd, dp = cust[first], day[first], p[first]
+    key = dc * n + dp
+    bought = _summed(key, np.ones(len(key), dtype=np.int64))
+    # Each customer's first purchase day, and each purchase day's rank in it.
+    starts = _starts(dc)
+    owner = np.cumsum(starts) - 1
+    d0 = dd[starts][owner] if len(dd) else dd
+    rank = np.arange(len(dd)) - np.flatnonzero(starts)[owner] if len(dd) else dd
+    extra: list[np.ndarray] = [bought[0]]
+    r, alpha, a, b = (params[k] for k in ("r", "alpha", "a", "b"))
+    unit = params["days_per_unit"]
+    state = rank > 0
+    sx, sd, s0, sc = rank[state], dd[state], d0[state], dc[state]
+    with np.errstate(all="ignore"):
+        for c in crossings:
+            if not 0 < c < 1:
+                continue  # P(alive) is in (0, 1]: no crossing between purchases
+            k = (1.0 / c - 1.0) * (b + sx - 1.0) / a
+            t_x = (sd - s0).astype(np.float64) / unit
+            t_star = (alpha + t_x) * np.exp(np.log(k) / (r + sx)) - alpha
+            d_star = s0 + t_star * unit
+            # T is whole days: the first day with T >= T* and the first with T > T*.
+            for when in (np.ceil(d_star), np.floor(d_star) + 1):
+                ok = np.isfinite(when) & (np.abs(when) < 1e15)
+                cday = np.maximum(np.where(ok, when, 0).astype(np.int64), sd)
+                i = cday - first_day
+                ok &= (i >= 0) & (i < len(day_period))
+                extra.append(sc[ok] * n + day_period[np.where(ok, i, 0)][ok])
+    customers = len(base.names)
+    first_of = np.zeros(customers, dtype=np.int64)
+    first_of[dc[starts]] = dd[starts]
+    last_day = dd[_ends(key)] if len(key) else dd
+
+    def make(g: _Grid) -> tuple[str, Column]:
+        n_days = g.running_sum([bought], integer=True)
+        _, idx = _latest_keys(g, bought[0])
+        latest = last_day[idx] if len(last_day) else np.zeros(len(idx), np.int64)
+        start = first_of[g.cust].astype(np.float64)
+        x = (n_days - 1).astype(np.float64)
+        t_x = (latest - start) / unit
+        t = (eval_day[g.p].astype(np.float64) - start) / unit
+        with np.errstate(all="ignore"):
+            odds = (
+                a
+                / (b + x - 1.0)
+                * np.exp((r + x) * np.log((alpha + t) / (alpha + t_x)))
+            )
+            value = np.where(x > 0, 1.0 / (1.0 + odds), 1.0)
+        known = n_days > 0
+        return f"f_{f.name}", Column(np.where(known, value, 0.0), known, "float64")
+
+    return extra, make
+
+
+def _latest_keys(g: _Grid, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per grid row: whether one of `keys` (sorted, distinct) is at or before it
+    within its customer, and which (an index into `keys`)."""
+    rows = g.pos(keys)
+    latest = g.last_index(rows)
+    has = latest >= 0
+    src = np.zeros(len(g.keys), dtype=np.int64)
+    src[rows] = np.arange(len(rows))
+    return has, src[np.where(has, latest, 0)]
 
 
 def _summed(keys: np.ndarray, amounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

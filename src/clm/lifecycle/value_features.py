@@ -64,6 +64,11 @@ def load_params(wh: Warehouse, model_source: str = "") -> dict[str, float]:
 def day_tables(cal: Calendar) -> tuple[ir.Table, ir.Table, ir.Table]:
     """Memtables: bucket -> local day number; local day -> period; period -> the last
     local day observed at its evaluation (`_ed`). Day numbers count from 1970-01-01."""
+    return tuple(ibis.memtable(f) for f in day_frames(cal))  # type: ignore[return-value]
+
+
+def day_frames(cal: Calendar) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """`day_tables` as data frames (`_bkd`, `_d`; `_dd`, `_dp`; `_pp`, `_ed`)."""
     buckets = cal.buckets_frame()
     local = pd.to_datetime(buckets.bucket * BUCKET_SECONDS, unit="s", utc=True)
     local = local.dt.tz_convert(cal.tz).dt.tz_localize(None).dt.normalize()
@@ -83,11 +88,7 @@ def day_tables(cal: Calendar) -> tuple[ir.Table, ir.Table, ir.Table]:
     eval_days = pd.DataFrame(
         {"_pp": np.arange(cal.n, dtype="int64"), "_ed": ends.astype("int64")}
     )
-    return (
-        ibis.memtable(bucket_day),
-        ibis.memtable(day_period),
-        ibis.memtable(eval_days),
-    )
+    return bucket_day, day_period, eval_days
 
 
 def slots(name: str) -> dict[str, str]:

@@ -331,7 +331,7 @@ class Loaded:
         if grid_arrays.supported(draft) is None:
             # Kept in memory: drafts run their rules over it in NumPy too.
             held: grid_arrays.Held | None
-            held, _ = grid_arrays.build(draft, self.arrays, cal)
+            held, _ = grid_arrays.build(draft, self.arrays, cal, params)
             schema = held.schema()
         else:
             query = standing.grid_query(
