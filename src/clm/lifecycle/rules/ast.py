@@ -1,9 +1,11 @@
 """Syntax tree of the rule language that stage rules and feature filters are written in.
 
 The tree is the contract between the parser (`rules.parser`), the checks in
-`lifecycle.model`, and the compiler to Ibis (`rules.compile`). Rules are never evaluated
-as Python: the parser builds these nodes, the compiler turns them into engine
-expressions. Every node keeps `pos`, the 0-based column in the source text, for errors.
+`lifecycle.model`, the compiler to Ibis (`rules.compile`) and the evaluator over NumPy
+arrays (`rules.arrays`, the model preview's). Rules are never run as Python code: the
+parser builds these nodes, the compiler turns them into engine expressions, the
+evaluator into array operations. Every node keeps `pos`, the 0-based column in the
+source text, for errors.
 
 Grammar (lowest precedence first):
 
