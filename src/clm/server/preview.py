@@ -36,7 +36,7 @@ ready, for the columns the saved models read, and again after an import); then:
 - `snapshot`, exact previews (`?exact=1`) of `progression: dynamic` drafts without
   `p_alive()`: the stage as of the last day depends only on the features at that
   day, so one aggregate per customer and the rules give the replay's answer
-  exactly (`lifecycle.snapshot`). Other exact drafts get the grid over everyone.
+  exactly (`lifecycle.snapshot`). Other exact drafts get the SQL grid over everyone.
 
 Populations are those as of the last day of the data (the end of the data), the
 same day the Overview shows. Answers are kept per draft text and data stamp in the
@@ -192,7 +192,12 @@ class Loaded:
     in-memory database (not a temporary one), so concurrent drafts each read it
     through a cursor of their own instead of queueing for one connection."""
 
-    def __init__(self, customers: pa.Table, events: pa.Table) -> None:
+    def __init__(
+        self, customers: pa.Table, events: pa.Table, arrays: bool = True
+    ) -> None:
+        """`arrays`: also hold the events as sorted arrays for the NumPy grid;
+        without, grids are the SQL grid (cheaper for one draft over every
+        customer: sorting 10M events for one grid does not pay)."""
         from clm.identity.resolve import build_customer_keys, drop_customer_keys
         from clm.lifecycle.snapshot import customer_events
 
@@ -203,19 +208,27 @@ class Loaded:
         self.wh = _load(customers, events)
         keys = build_customer_keys(self.wh, tag="preview")
         slim = customer_events(self.wh, keys, set(events.column_names))
-        # Also held as sorted arrays: the NumPy grid's input (`grid_arrays`).
-        self.arrays = grid_arrays.hold(
-            self.wh.con, "preview_events", slim, run=self.arrow
-        )
-        drop_customer_keys(self.wh, keys)
-        self.events = self.arrays.table
         self.lock = threading.Lock()  # cursors and `compiled` change under it
+        # Also held as sorted arrays: the NumPy grid's input (`grid_arrays`).
+        self.arrays: grid_arrays.Events | None = None
+        if arrays:
+            self.arrays = grid_arrays.hold(
+                self.wh.con, "preview_events", slim, run=self.arrow
+            )
+            self.events = self.arrays.table
+        else:
+            self.events = self.wh.con.create_table("preview_events", slim)
+        drop_customer_keys(self.wh, keys)
         # The compiled query per draft semantics (see `_semantics`): drafts that
         # differ only in comments, version, labels or descriptions run the same
         # aggregate, which is still run for each of them.
         self.compiled: OrderedDict[tuple[Any, ...], str] = OrderedDict()
-        t = self.arrays.t
-        self.first_s: int | None = int(t.min()) if len(t) else None
+        if self.arrays is not None:
+            t = self.arrays.t
+            self.first_s: int | None = int(t.min()) if len(t) else None
+        else:
+            got = self.wh.con.con.execute("SELECT min(t) FROM preview_events")
+            self.first_s = got.fetchone()[0]  # type: ignore[index]
         # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day).
         # Each: the grid and its last row per customer (what dynamic drafts read).
         self.grids: OrderedDict[tuple[Any, ...], tuple[ir.Table, ir.Table]] = (
@@ -327,7 +340,7 @@ class Loaded:
                 )
                 self.calendars[cal_key] = (cal, periods, buckets)
             cal, periods, buckets = self.calendars[cal_key]
-        if grid_arrays.supported(draft) is None:
+        if self.arrays is not None and grid_arrays.supported(draft) is None:
             # Kept in memory: drafts run their rules over it in NumPy too.
             held: grid_arrays.Held | None
             held, _ = grid_arrays.build(draft, self.arrays, cal, params)
@@ -598,7 +611,7 @@ def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:
     if events.num_rows == 0 or n == 0 or last is None:
         return {**base, "scale": 1.0, "populations": []}
     if loaded is None:
-        once = Loaded(customers, events)  # every customer's events: not kept
+        once = Loaded(customers, events, arrays=False)  # everyone: not kept
         try:
             day, pops = _counted(r, draft, once, last, engine, params)
         finally:
