@@ -13,9 +13,16 @@ filter and its column are compiled by the engine's own rule compiler and evaluat
 by DuckDB over the held events once per feature text (`Events.matching`), so
 filters, JSON properties and NULLs mean exactly what they mean in `clm run`.
 
-What each kind contributes mirrors `history._streams` and `history._feature_values`;
-the tests compare both grids on random workspaces, every row and every value. Not
-covered (the caller builds the SQL grid instead, `supported`): `p_alive()` features.
+What each kind contributes mirrors `history._streams` and `history._feature_values`
+(`p_alive()`: `value_features.streams` and `value`); the tests compare both grids on
+random workspaces, every row and every value. Every feature kind is covered; a kind
+added to the engine later is refused by `supported` until it is written here too
+(the preview then builds the SQL grid).
+
+Kept for the next draft (a user editing a model sends one draft after another): the
+matched events per filter text, and each feature's part of a grid per calendar
+(`_part`), so a draft pays for the features it changed, the union of candidate keys
+and the running values.
 """
 
 from __future__ import annotations
@@ -83,7 +90,7 @@ class Events:
     _matched: dict[tuple[Any, ...], Matched] = field(default_factory=dict)
     _periods: dict[int, tuple[Calendar, _Periods]] = field(default_factory=dict)
     _bases: dict[int, tuple[Calendar, _Base]] = field(default_factory=dict)
-    _parts: dict[tuple[Any, ...], Part] = field(default_factory=dict)
+    _parts: dict[tuple[Any, ...], tuple[Calendar, Part]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def base(self, cal: Calendar) -> _Base:
@@ -101,15 +108,16 @@ class Events:
     def part(self, cal: Calendar, key: tuple[Any, ...]) -> Part | None:
         """A feature's part of a grid over `cal` (see `_part`), when kept."""
         with self._lock:
-            got = self._parts.get((id(cal), *key))
-            if got is not None:
-                self._parts[(id(cal), *key)] = self._parts.pop((id(cal), *key))
-            return got
+            got = self._parts.pop((id(cal), *key), None)
+            if got is None or got[0] is not cal:
+                return None
+            self._parts[(id(cal), *key)] = got  # the most recently used last
+            return got[1]
 
     def keep_part(self, cal: Calendar, key: tuple[Any, ...], part: Part) -> Part:
-        # A few MB each at the preview's sample; features of recent drafts.
+        # A few MB each at the preview's sample; the features of recent drafts.
         with self._lock:
-            self._parts[(id(cal), *key)] = part
+            self._parts[(id(cal), *key)] = (cal, part)
             while len(self._parts) > 64:
                 self._parts.pop(next(iter(self._parts)))
         return part
@@ -154,6 +162,8 @@ class Events:
         got = Matched(at[order], values)
         with self._lock:
             self._matched[key] = got
+            while len(self._matched) > 64:  # the filters of recent drafts
+                self._matched.pop(next(iter(self._matched)))
         return got
 
 
