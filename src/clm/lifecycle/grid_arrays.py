@@ -30,6 +30,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import ibis
@@ -250,8 +251,7 @@ class _Grid:
         self.n = n
         self.cust = keys // n
         self.p = keys % n
-        first = np.ones(len(keys), dtype=bool)
-        first[1:] = self.cust[1:] != self.cust[:-1]
+        first = _starts(self.cust)
         self.start = np.flatnonzero(first)  # first row of each customer
         self.seg = np.cumsum(first) - 1  # customer segment of each row
         self.seg_start = self.start[self.seg]
@@ -299,18 +299,10 @@ def _unique(keys: np.ndarray) -> np.ndarray:
 
 
 def _starts(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted array starts (a mask)."""
     first = np.ones(len(ordered), dtype=bool)
     first[1:] = ordered[1:] != ordered[:-1]
     return first
-
-
-def _segments(keys: np.ndarray) -> np.ndarray:
-    """Start positions of each run of equal values in a sorted array."""
-    if len(keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return np.flatnonzero(first)
 
 
 def hold(
@@ -364,24 +356,18 @@ def build(
     extra: list[np.ndarray] = [base.ukey]
     later: list[Callable[[_Grid], tuple[str, Column]]] = []
     for f in pl.model.features.values():
+        make: Callable[[], Part]
         if f.kind in value_features.VALUE_KINDS:
             assert value_params is not None
             crossings = tuple(sorted(pl.value_thresholds[f.name]))
             fit = tuple(sorted(value_params.items()))
-            key = (feature_key(f), crossings, fit)
-            part = events.part(cal, key)
-            if part is None:
-                made = _p_alive(f, crossings, value_params, events, base)
-                part = events.keep_part(cal, key, made)
-            extra += part[0]
-            later.append(part[1])
-            continue
-        thresholds = tuple(sorted(d for d in pl.thresholds.get(f.name, ()) if d > 0))
-        part = events.part(cal, (feature_key(f), thresholds))
-        if part is None:
-            part = events.keep_part(
-                cal, (feature_key(f), thresholds), _part(f, thresholds, events, base)
-            )
+            key: tuple[Any, ...] = (feature_key(f), crossings, fit)
+            make = partial(_p_alive, f, crossings, value_params, events, base)
+        else:
+            days = tuple(sorted(d for d in pl.thresholds.get(f.name, ()) if d > 0))
+            key = (feature_key(f), days)
+            make = partial(_part, f, days, events, base)
+        part = events.part(cal, key) or events.keep_part(cal, key, make())
         extra += part[0]
         later.append(part[1])
 
