@@ -271,3 +271,35 @@ def test_bot_events_make_no_customer(wh):
     wh.append("events", frame)
     run_model(wh, load_model_text(MODEL), timezone="UTC")
     assert set(history(wh)) == {"human"}
+
+
+def test_activity_template_by_hand(wh):
+    """The built-in `activity` template counts every event (`count()`, no filter)
+    in the period, the two periods and all time. On CASES, weekly in UTC:
+    c1 (page Mon Jan 1, orders Wed Jan 3 and 10, Mon Feb 12): two events in wk Jan 1
+    and all it has → new; one in wk Jan 8 with three over two weeks → returning;
+    none from wk Jan 15 → dormant; one in wk Feb 12, none in wk Feb 5, four in all →
+    resurrecting; none from wk Feb 19 → dormant. c2, c3, c4: new in the week of
+    their only event, dormant from the next (c2's is the last week)."""
+    from clm.lifecycle.model import load_model
+
+    wh.append("events", events(CASES))
+    run_model(wh, load_model("activity"), timezone="UTC")
+    assert history(wh, "activity") == {
+        "c1": [
+            ("new", D("2024-01-01"), D("2024-01-08")),
+            ("returning", D("2024-01-08"), D("2024-01-15")),
+            ("dormant", D("2024-01-15"), D("2024-02-12")),
+            ("resurrecting", D("2024-02-12"), D("2024-02-19")),
+            ("dormant", D("2024-02-19"), None),
+        ],
+        "c2": [("new", D("2024-03-18"), None)],
+        "c3": [
+            ("new", D("2024-01-15"), D("2024-01-22")),
+            ("dormant", D("2024-01-22"), None),
+        ],
+        "c4": [
+            ("new", D("2024-01-08"), D("2024-01-15")),
+            ("dormant", D("2024-01-15"), None),
+        ],
+    }

@@ -354,7 +354,9 @@ def _streams(
         cond = _condition(base, f)
         n = f.name
         if f.kind == "count":
-            shared[f"a_{n}"] = cond.cast("int64").sum()
+            # Counted with a filter clause: without a filter `cond` is the literal
+            # true, and summing a literal is no aggregate over the rows.
+            shared[f"a_{n}"] = base.count(where=cond)
         elif f.kind == "sum":
             value = _column(base, f).cast("float64")
             shared[f"a_{n}"] = ibis.ifelse(cond, value, 0.0).sum()
