@@ -155,6 +155,10 @@ def endpoints(client: httpx.Client) -> list[tuple[str, str, bytes | None]]:
         # the preview has not seen, so its grid is built for this request.
         if "within = 30d" in yaml_text:
             out.append(("POST", EDITED_FEATURES, yaml_text.encode()))
+        # A feature's filter rewritten in every request: compiled and evaluated
+        # over the sample's events before the grid (no matched events to reuse).
+        if "count(type = 'page'" in yaml_text:
+            out.append(("POST", EDITED_FILTER, yaml_text.encode()))
     return out
 
 
@@ -162,23 +166,35 @@ def endpoints(client: httpx.Client) -> list[tuple[str, str, bytes | None]]:
 EDITED = "/api/v1/models/preview#edited"
 EDITED_FORWARD = "/api/v1/models/preview#edited-forward-only"
 EDITED_FEATURES = "/api/v1/models/preview#edited-features-forward-only"
+EDITED_FILTER = "/api/v1/models/preview#edited-filter-forward-only"
+EDITED_ALL = (EDITED, EDITED_FORWARD, EDITED_FEATURES, EDITED_FILTER)
 
 
 def edited_draft(
-    yaml_text: str, n: int, forward: bool = False, features: bool = False
+    yaml_text: str,
+    n: int,
+    forward: bool = False,
+    features: bool = False,
+    filtered: bool = False,
 ) -> bytes:
     """A draft that differs from the saved model (and from every other request, so
     no answer comes from the server's cache): version bumped, a numbered comment,
     and a catch-all rule `true` rewritten with the number (same stages, new rule
     text: the preview compiles its query again); `forward`: with
     `progression: forward_only`; `features`: the first 30-day window made
-    30 + n days (a new feature set every request: no grid to reuse)."""
+    30 + n days (a new feature set every request: no grid to reuse); `filtered`:
+    the page-view count's filter made `type = 'page' and event != 'x<n>'` (a
+    filter never seen: compiled and run over the sample's events first)."""
     text = yaml_text.replace("version: ", "version: 1", 1) + f"\n# bench draft {n}\n"
     text = text.replace('when: "true"', f'when: "true or {n} < 0"', 1)
     if forward:
         text = text.replace("progression: dynamic", "progression: forward_only", 1)
     if features:
         text = text.replace("within = 30d", f"within = {30 + n}d", 1)
+    if filtered:
+        text = text.replace(
+            "count(type = 'page'", f"count(type = 'page' and event != 'x{n}'", 1
+        )
     return json.dumps({"yaml": text}).encode()
 
 
@@ -187,11 +203,11 @@ DRAFTS = iter(range(1, 1_000_000))
 
 def timed(client: httpx.Client, method: str, path: str, body: bytes | None) -> float:
     headers = {"Content-Type": "application/json"} if body else None
-    if path in (EDITED, EDITED_FORWARD, EDITED_FEATURES) and body is not None:
-        forward = path in (EDITED_FORWARD, EDITED_FEATURES)
-        features = path == EDITED_FEATURES
+    if path in EDITED_ALL and body is not None:
+        forward = path != EDITED
+        features, filtered = path == EDITED_FEATURES, path == EDITED_FILTER
         path = path.split("#")[0]
-        body = edited_draft(body.decode(), next(DRAFTS), forward, features)
+        body = edited_draft(body.decode(), next(DRAFTS), forward, features, filtered)
     t = time.perf_counter()
     r = client.request(method, path, content=body, headers=headers)
     ms = (time.perf_counter() - t) * 1000
