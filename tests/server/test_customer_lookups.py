@@ -346,6 +346,28 @@ def test_preview_drafts_with_other_rules_get_their_own_answer(
     assert body_c["populations"] == body_a["populations"]
 
 
+def test_a_draft_with_a_type_error_says_so_in_the_models_words(
+    shop: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rules run in NumPy, but their types are checked by the rule compiler
+    # first: the error names the stage and the feature as the draft writes them.
+    from clm.errors import ModelError
+
+    _, fast = readers(shop)
+    monkeypatch.setattr(preview, "PREVIEW_CUSTOMERS", 60)
+    m = shop.models()[0]
+    feature = next(iter(m.features))
+    stage = m.stage_names[-1]
+    draft = m.text.replace(f"version: {m.version}", "version: 93", 1).replace(
+        'when: "true"', f"when: \"{feature} = 'x'\"", 1
+    )
+    with pytest.raises(ModelError) as err:
+        views.preview_model(fast, draft)
+    text = str(err.value)
+    assert f"stage `{stage}`" in text and f"{feature} = 'x'" in text
+    assert f"f_{feature}" not in text
+
+
 def test_warming_loads_the_sample_and_the_saved_models_grid(
     shop: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:

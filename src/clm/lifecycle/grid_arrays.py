@@ -42,9 +42,17 @@ import pyarrow as pa
 from clm.lifecycle import value_features
 from clm.lifecycle.calendar import BUCKET_SECONDS, Calendar
 from clm.lifecycle.calendar import _epoch as epoch_of
-from clm.lifecycle.history import DAY, Plan, _condition, _event_resolver, plan
+from clm.lifecycle.history import (
+    DAY,
+    Plan,
+    _compile_rule,
+    _condition,
+    _event_resolver,
+    plan,
+)
 from clm.lifecycle.rules import arrays as rule_arrays
 from clm.lifecycle.rules.ast import Name
+from clm.lifecycle.rules.compile import as_condition
 from clm.lifecycle.rules.parser import parse, to_text
 from clm.lifecycle.spec import FeatureSpec, StageModel
 from clm.lifecycle.standing import _used, feature_key
@@ -814,6 +822,17 @@ class Held:
     def column(self, name: str) -> rule_arrays.Value:
         c = self.columns[name]
         return c.data, c.known
+
+    def check(self, model: StageModel) -> None:
+        """Compile `model`'s rules (not run) against the grid's feature types: the
+        rule compiler raises a rule's type errors, with the messages `clm run`
+        gives (features named as in the model)."""
+        types = {k.removeprefix("f_"): c.dtype for k, c in self.columns.items()}
+        features = ibis.table(types, name="features")
+        for stage in model.stages:
+            as_condition(
+                _compile_rule(model, stage.name, stage.when, lambda n: features[n.name])
+            )
 
     def stage_counts(self, model: StageModel) -> dict[str, int]:
         """Customers per stage as of the grid's last period (the rules over each

@@ -419,7 +419,7 @@ def _counted(
     with loaded.lock:
         held = loaded.held.get(name) if name else None
     if grid is not None and held is not None:
-        return day, _shares(draft, _held_counts(draft, loaded, grid[0], held))
+        return day, _shares(draft, _held_counts(draft, loaded, held))
     key = (engine, _semantics(draft), str(r.tz), day, name)
     with loaded.lock:
         sql = loaded.compiled.get(key)
@@ -438,20 +438,18 @@ def _counted(
 
 
 def _held_counts(
-    draft: StageModel, loaded: Loaded, grid: ir.Table, held: grid_arrays.Held
+    draft: StageModel, loaded: Loaded, held: grid_arrays.Held
 ) -> dict[str, int]:
-    """Customers per stage of `draft` over a grid held in NumPy. Its rules are
-    compiled against the grid's columns first (not run): that is where a rule's
-    type errors are found, with the same messages as everywhere else."""
-    from clm.lifecycle import standing
+    """Customers per stage of `draft` over a grid held in NumPy, its rules' types
+    checked by the rule compiler first (once per rule set and feature types)."""
     from clm.lifecycle.rules.parser import to_text
 
     rules = tuple(to_text(s.when) for s in draft.stages)
-    key = (rules, tuple(grid.schema().items()))
+    key = (rules, tuple((k, c.dtype) for k, c in held.columns.items()))
     with loaded.lock:
         seen = key in loaded.checked
     if not seen:
-        standing.stages_query(draft, grid)  # raises the rules' ModelError
+        held.check(draft)  # raises the rules' ModelError
         with loaded.lock:
             loaded.checked[key] = None
             while len(loaded.checked) > 256:
