@@ -167,7 +167,9 @@ class Events:
             values = np.asarray(raw)[order]
             if f.kind == "count_distinct":
                 # Distinct values as integer codes (NULLs are filtered out above).
-                values = pd.factorize(values)[0].astype(np.int64)
+                # NaN is a value of its own in SQL's DISTINCT, not a NULL.
+                values = pd.factorize(values, use_na_sentinel=False)[0]
+                values = values.astype(np.int64)
         got = Matched(at[order], values)
         with self._lock:
             self._matched[key] = got
@@ -287,7 +289,8 @@ class _Grid:
             counts = acc.round().astype(np.int64)
             total = np.cumsum(counts)
             return total - (total[self.seg_start] - counts[self.seg_start])
-        return pd.Series(acc).groupby(self.seg).cumsum().to_numpy()
+        # skipna=False: a NaN amount makes every later sum NaN, as in SQL.
+        return pd.Series(acc).groupby(self.seg).cumsum(skipna=False).to_numpy()
 
     def last_index(self, rows: np.ndarray) -> np.ndarray:
         """Per row: the latest of `rows` (row positions, ascending) at or before it
@@ -519,7 +522,9 @@ def _p_alive(
             d_star = s0 + t_star * unit
             # T is whole days: the first day with T >= T* and the first with T > T*.
             for when in (np.ceil(d_star), np.floor(d_star) + 1):
-                ok = np.isfinite(when) & (np.abs(when) < 1e15)
+                # A degenerate fit gives no crossing: k <= 0 (no logarithm) or a
+                # day beyond any calendar; `value_features.streams` drops the same.
+                ok = (k > 0) & np.isfinite(when) & (np.abs(when) < 1e15)
                 cday = np.maximum(np.where(ok, when, 0).astype(np.int64), sd)
                 i = cday - first_day
                 ok &= (i >= 0) & (i < len(day_period))
@@ -581,6 +586,16 @@ def _ends(keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(last)
 
 
+def _round6(x: np.ndarray) -> np.ndarray:
+    """DuckDB's round(x, 6), which the SQL grid applies: to the nearest, halves away
+    from zero (np.round takes halves to the even neighbour)."""
+    scaled = x * 1e6
+    whole = np.trunc(scaled)
+    half = np.abs(scaled - whole) == 0.5
+    with np.errstate(invalid="ignore"):
+        return np.where(half, whole + np.sign(scaled), np.round(scaled)) / 1e6
+
+
 def _additive(
     f: FeatureSpec, changes: list[tuple[np.ndarray, np.ndarray]]
 ) -> Callable[[_Grid], tuple[str, Column]]:
@@ -589,7 +604,7 @@ def _additive(
             total = g.running_sum(changes, integer=False)
             # Windows add and later subtract the same amounts: round away the dust,
             # as the SQL grid does.
-            return f"f_{f.name}", Column(np.round(total, 6), g.everywhere, "float64")
+            return f"f_{f.name}", Column(_round6(total), g.everywhere, "float64")
         return f"f_{f.name}", Column(
             g.running_sum(changes, True), g.everywhere, "int64"
         )
@@ -651,19 +666,37 @@ def _distinct(
 def _extreme(
     f: FeatureSpec, at: np.ndarray, keys: np.ndarray, values: np.ndarray
 ) -> Callable[[_Grid], tuple[str, Column]]:
-    """min/max so far (NULL before the first matching event)."""
+    """min/max so far (NULL before the first matching event). NaN orders above
+    every number, as in DuckDB: a max is NaN once a NaN was seen, a min only while
+    nothing but NaN was."""
+    biggest = f.kind == "max"
 
     def make(g: _Grid) -> tuple[str, Column]:
-        out = np.full(len(g.keys), np.nan)
+        size = len(g.keys)
+        found = np.full(size, np.nan)  # per row: the extreme of its numbers
+        nan_here = np.zeros(size, dtype=bool)
         if len(keys):
             starts = np.flatnonzero(_starts(keys))
-            red = np.minimum if f.kind == "min" else np.maximum
-            out[g.pos(_Ev(at[starts]))] = red.reduceat(values, starts)
-        s = pd.Series(out).groupby(g.seg)
-        run = s.cummin() if f.kind == "min" else s.cummax()
-        filled = run.groupby(g.seg).ffill().to_numpy()
-        known = ~np.isnan(filled)
-        return f"f_{f.name}", Column(np.where(known, filled, 0.0), known, "float64")
+            isnan = np.isnan(values)
+            red = np.maximum if biggest else np.minimum
+            fill = -np.inf if biggest else np.inf
+            rows = g.pos(_Ev(at[starts]))
+            numbers = np.logical_or.reduceat(~isnan, starts)
+            found[rows] = np.where(
+                numbers, red.reduceat(np.where(isnan, fill, values), starts), np.nan
+            )
+            nan_here[rows] = np.logical_or.reduceat(isnan, starts)
+        s = pd.Series(found).groupby(g.seg)
+        run = (s.cummax() if biggest else s.cummin()).groupby(g.seg).ffill()
+        so_far = run.to_numpy()
+        numbers_seen = ~np.isnan(so_far)
+        nan_seen = pd.Series(nan_here).groupby(g.seg).cummax().to_numpy(bool)
+        if biggest:
+            out = np.where(nan_seen, np.nan, so_far)
+        else:
+            out = np.where(numbers_seen, so_far, np.nan)
+        known = numbers_seen | nan_seen
+        return f"f_{f.name}", Column(np.where(known, out, 0.0), known, "float64")
 
     return make
 
@@ -841,7 +874,7 @@ class Held:
         have compiled (`rules.compile` checks their types)."""
         forward = model.progression == "forward_only"
         rows = None if forward else self.last_rows
-        size = self.table.num_rows if forward else len(self.last_rows)
+        size = len(self.p) if forward else len(self.last_rows)
 
         def column(node: Name) -> rule_arrays.Value:
             data, known = self.column(f"f_{node.name}")

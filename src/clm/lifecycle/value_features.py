@@ -129,11 +129,20 @@ def streams(
             continue  # P(alive) is in (0, 1]: no crossing between purchases
         k = (1.0 / c - 1.0) * (b + state._x - 1.0) / a
         t_x = (state._d - state._d0).cast("float64") / unit
-        t_star = (alpha + t_x) * (k.ln() / (r + state._x)).exp() - alpha
-        d_star = state._d0.cast("float64") + t_star * unit
+        # A degenerate fit gives no crossing: k <= 0 (no logarithm: NULL here) or
+        # a day beyond any calendar (dropped before the integer cast).
+        log_k = ibis.ifelse(k > 0, k, ibis.null("float64")).ln()
+        t_star = (alpha + t_x) * (log_k / (r + state._x)).exp() - alpha
+        solved = state.mutate(_ds=state._d0.cast("float64") + t_star * unit)
+        solved = solved.filter(
+            solved._ds.notnull()
+            & ~solved._ds.isnan()
+            & ~solved._ds.isinf()
+            & (solved._ds.abs() < 1e15)
+        )
         # T is whole days: the first day with T >= T* and the first with T > T*.
-        for day in (d_star.ceil(), d_star.floor() + 1):
-            at = state.mutate(_c=ibis.greatest(day.cast("int64"), state._d))
+        for day in (solved._ds.ceil(), solved._ds.floor() + 1):
+            at = solved.mutate(_c=ibis.greatest(day.cast("int64"), solved._d))
             at = at.join(day_period, at._c == day_period._dd)
             out.append(at.select(customer_id=at.customer_id, p=at._dp))
     return out, first

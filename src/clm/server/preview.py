@@ -50,6 +50,7 @@ import math
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -185,6 +186,16 @@ def _load(customers: pa.Table, events: pa.Table) -> Warehouse:
     return mem
 
 
+@dataclass
+class Built:
+    """A grid of `Loaded`: in NumPy (`held`), or for kinds the NumPy grid lacks
+    as the in-memory tables `table` and `last` name (`held` None)."""
+
+    table: ir.Table
+    last: ir.Table
+    held: grid_arrays.Held | None = None
+
+
 class Loaded:
     """A sample's attributed events (`lifecycle.snapshot.customer_events`) in an
     in-memory DuckDB, kept in the reader's cache for the next draft that reads the
@@ -231,16 +242,14 @@ class Loaded:
             self.first_s = got.fetchone()[0]  # type: ignore[index]
         # Candidate-period grids (`lifecycle.standing`) per (grid key, zone, day).
         # Each: the grid and its last row per customer (what dynamic drafts read).
-        self.grids: OrderedDict[tuple[Any, ...], tuple[ir.Table, ir.Table]] = (
-            OrderedDict()
-        )
-        self.calendars: dict[tuple[Any, ...], tuple[Any, Any, Any]] = {}
-        # Grids built in NumPy, as Arrow tables per grid name (see `run`).
-        self.held: dict[str, grid_arrays.Held] = {}
+        self.grids: OrderedDict[tuple[Any, ...], Built] = OrderedDict()
+        self.calendars: dict[tuple[Any, ...], Any] = {}
+        # The SQL grid's periods and buckets tables per calendar (made when needed).
+        self.calendar_tables: dict[tuple[Any, ...], tuple[ir.Table, ir.Table]] = {}
         # Rule sets whose types the compiler has checked, per grid schema.
         self.checked: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self.build = threading.Lock()  # `grids` and `pending` change under it
-        self.pending: dict[tuple[Any, ...], Future[tuple[ir.Table, ir.Table]]] = {}
+        self.pending: dict[tuple[Any, ...], Future[Built]] = {}
         self.db = threading.Lock()  # the Ibis backend's own connection
         self.made = 0
 
@@ -264,12 +273,11 @@ class Loaded:
         tz: Any,
         day: date,
         params: dict[str, float] | None = None,
-    ) -> tuple[ir.Table, ir.Table]:
-        """`draft`'s candidate grid as of `day` (built when first asked) and its
-        `standing.last_rows`, as tables of this in-memory database that only name
-        them: compiling a query over them needs no connection, so drafts compile
-        while a grid builds. `params`: the fit `p_alive()` reads
-        (`standing.needs_fit`)."""
+    ) -> Built:
+        """`draft`'s candidate grid as of `day` (built when first asked): held in
+        NumPy (`Built.held`), or for kinds the NumPy grid lacks a table of this
+        in-memory database with its `standing.last_rows`. `params`: the fit
+        `p_alive()` reads (`standing.needs_fit`)."""
         from clm.lifecycle import standing
 
         key = (standing.grid_key(draft, params), str(tz), day)
@@ -299,18 +307,17 @@ class Loaded:
             self.pending.pop(key, None)
             self.grids[key] = got
             # A handful of feature sets is what editing a model visits; each grid
-            # is a few MB at the sample's size. (A draft still reading an evicted
-            # grid is improbable: it would need 16 newer feature sets meanwhile.)
+            # is a few MB at the sample's size. A draft still reading an evicted
+            # grid keeps its `Built` (and so its arrays) until it is done.
             evicted = []
             while len(self.grids) > 16:
                 evicted.append(self.grids.popitem(last=False)[1])
+        pending.set_result(got)  # before anything else can fail
         for old in evicted:
-            with self.lock:
-                self.held.pop(old[0].get_name(), None)
-            with self.db:
-                for table in old:
-                    self.wh.con.drop_table(table.get_name(), force=True)
-        pending.set_result(got)
+            if old.held is None:
+                with self.db:
+                    for table in (old.table, old.last):
+                        self.wh.con.drop_table(table.get_name(), force=True)
         return got
 
     def _build(
@@ -319,7 +326,7 @@ class Loaded:
         tz: Any,
         day: date,
         params: dict[str, float] | None,
-    ) -> tuple[ir.Table, ir.Table]:
+    ) -> Built:
         from clm.lifecycle import standing
         from clm.lifecycle.history import _end_of_date
 
@@ -329,37 +336,41 @@ class Loaded:
             self.made += 1
             name = f"preview_grid_{self.made}"
             if cal_key not in self.calendars:
-                cal = standing.calendar(
+                self.calendars[cal_key] = standing.calendar(
                     draft.grain, tz, self.first_s, _end_of_date(day, tz)
                 )
-                periods = self.wh.con.create_table(
-                    f"preview_periods_{self.made}", ibis.memtable(cal.periods_frame())
-                )
-                buckets = self.wh.con.create_table(
-                    f"preview_buckets_{self.made}", ibis.memtable(cal.buckets_frame())
-                )
-                self.calendars[cal_key] = (cal, periods, buckets)
-            cal, periods, buckets = self.calendars[cal_key]
+            cal = self.calendars[cal_key]
         if self.arrays is not None and grid_arrays.supported(draft) is None:
-            # Kept in memory: drafts run their rules over it in NumPy too.
-            held: grid_arrays.Held | None
             held, _ = grid_arrays.build(draft, self.arrays, cal, params)
             schema = held.schema()
-        else:
+            return Built(
+                ibis.table(schema, name=name),
+                ibis.table(schema, name=f"{name}_last"),
+                held,
+            )
+        # The SQL grid, through the Ibis backend (on this database's own
+        # connection, used only under `db`): it registers the in-memory tables
+        # that `p_alive()` adds to the query.
+        with self.db:
+            if cal_key not in self.calendar_tables:
+                self.calendar_tables[cal_key] = (
+                    self.wh.con.create_table(
+                        f"{name}_periods", ibis.memtable(cal.periods_frame())
+                    ),
+                    self.wh.con.create_table(
+                        f"{name}_buckets", ibis.memtable(cal.buckets_frame())
+                    ),
+                )
+            periods, buckets = self.calendar_tables[cal_key]
             query = standing.grid_query(
                 draft, self.events, periods, buckets, cal, params
             )
-            # Through the Ibis backend (on this database's own connection, used
-            # only under `db`): it registers the in-memory tables that `p_alive()`
-            # adds to the SQL grid.
-            with self.db:
-                built = self.wh.con.create_table(name, query)
-                self.wh.con.create_table(f"{name}_last", standing.last_rows(built))
-            held, schema = None, built.schema()
-        if held is not None:
-            with self.lock:
-                self.held[name] = held
-        return ibis.table(schema, name=name), ibis.table(schema, name=f"{name}_last")
+            built = self.wh.con.create_table(name, query)
+            self.wh.con.create_table(f"{name}_last", standing.last_rows(built))
+        schema = built.schema()
+        return Built(
+            ibis.table(schema, name=name), ibis.table(schema, name=f"{name}_last")
+        )
 
     def close(self) -> None:
         """Free the in-memory database (drafts still running on it fail)."""
@@ -415,11 +426,9 @@ def _counted(
         empty = pd.DataFrame({"stage": draft.stage_names, "customers": 0})
         return day, empty.assign(share=0.0)
     grid = loaded.grid(draft, r.tz, day, params) if engine == "grid" else None
-    name = None if grid is None else grid[0].get_name()
-    with loaded.lock:
-        held = loaded.held.get(name) if name else None
-    if grid is not None and held is not None:
-        return day, _shares(draft, _held_counts(draft, loaded, held))
+    name = None if grid is None else grid.table.get_name()
+    if grid is not None and grid.held is not None:
+        return day, _shares(draft, _held_counts(draft, loaded, grid.held))
     key = (engine, _semantics(draft), str(r.tz), day, name)
     with loaded.lock:
         sql = loaded.compiled.get(key)
@@ -427,7 +436,7 @@ def _counted(
         if grid is None:
             query = stage_counts_query(draft, loaded.events, timezone=r.tz, as_of=day)
         else:
-            query = standing.counts_query(draft, *grid)
+            query = standing.counts_query(draft, grid.table, grid.last)
         sql = str(ibis.to_sql(query, dialect="duckdb"))
         with loaded.lock:
             loaded.compiled[key] = sql
@@ -570,13 +579,15 @@ def warm(r: Any) -> None:
     for model in r.models():
         try:
             params = _params(r, model)
+            loaded = _loaded(r, k, _columns(r, model))
+            if loaded.first_s is not None:
+                # Dynamic or forward-only, a draft of this model with its features
+                # unchanged reads this grid.
+                loaded.grid(model, r.tz, last, params)
         except ModelError:
-            continue  # p_alive() without a fit: its drafts say so when asked
-        loaded = _loaded(r, k, _columns(r, model))
-        if loaded.first_s is not None:
-            # Dynamic or forward-only, a draft of this model with its features
-            # unchanged reads this grid.
-            loaded.grid(model, r.tz, last, params)
+            # p_alive() without a fit, or a model the engine refuses: its drafts
+            # say so when asked; the next model is still warmed.
+            continue
 
 
 def _estimate(r: Any, draft: StageModel, *, exact: bool) -> dict[str, Any]:

@@ -48,6 +48,23 @@ def condition(node: Node, column: Columns, size: int) -> np.ndarray:
     return data & known
 
 
+def _floats(x: np.ndarray) -> bool:
+    return x.dtype.kind == "f"
+
+
+def _float_compare(op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a op b` (op: =, !=, <, <=) with DuckDB's NaN: equal to itself and above
+    every other number."""
+    a_nan, b_nan = np.isnan(a), np.isnan(b)
+    equal = (a == b) | (a_nan & b_nan)
+    if op == "=":
+        return equal
+    if op == "!=":
+        return ~equal
+    less = (a < b) | (~a_nan & b_nan)
+    return less if op == "<" else less | equal
+
+
 def _null(node: Node) -> bool:
     return isinstance(node, Literal) and node.value is None
 
@@ -59,8 +76,9 @@ class _Evaluator:
 
     def const(self, value: Any) -> Value:
         if value is None:
-            # A filler that compares with anything; `known` says it is NULL.
-            return np.zeros(self.size, dtype=bool), np.zeros(self.size, dtype=bool)
+            # A filler that takes arithmetic and compares with numbers, strings and
+            # booleans alike; `known` says it is NULL.
+            return np.zeros(self.size, dtype=np.int64), np.zeros(self.size, dtype=bool)
         dtype = object if isinstance(value, str) else None
         data = np.full(self.size, value, dtype=dtype)
         return data, np.ones(self.size, dtype=bool)
@@ -124,23 +142,22 @@ class _Evaluator:
 
     def compare(self, op: str, left: Value, right: Value) -> Value:
         (a, ka), (b, kb) = left, right
+        known = ka & kb
         # NULLs hold a filler (0 or ''), so comparing whole arrays is safe and
         # cheaper than picking the known rows first; `known` masks the filler out.
+        if op in (">", ">="):  # b < a, b <= a
+            op, a, b = ("<" if op == ">" else "<="), b, a
         with np.errstate(all="ignore"):
-            if op == "=":
-                got = a == b
-            elif op == "!=":
-                got = a != b
+            if _floats(a) or _floats(b):
+                got = _float_compare(op, a, b)
+            elif op in ("=", "!="):
+                got = np.asarray(a == b, dtype=bool)
+                got = ~got if op == "!=" else got
             elif op == "<":
-                got = a < b
-            elif op == "<=":
-                got = a <= b
-            elif op == ">":
-                got = a > b
+                got = np.asarray(a < b, dtype=bool)
             else:
-                got = a >= b
-        known = ka & kb
-        return np.asarray(got, dtype=bool) & known, known
+                got = np.asarray(a <= b, dtype=bool)
+        return got & known, known
 
     def arithmetic(self, op: str, left: Value, right: Value) -> Value:
         (a, ka), (b, kb) = left, right

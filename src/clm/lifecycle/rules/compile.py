@@ -99,6 +99,15 @@ class _Compiler:
             items = [self.visit(item) for item in node.items]
             if _is_null_literal(node.operand):
                 return ibis.null("boolean")
+            for item, expr in zip(node.items, items, strict=True):
+                # Ibis accepts `x in ('a', 1)`; the warehouse fails on it only
+                # when it runs. Refuse it here like any other comparison.
+                if not _is_null_literal(item) and not _comparable(operand, expr):
+                    raise ModelError(
+                        f"`{to_text(node)}` compares a value of type "
+                        f"{operand.type()} with `{to_text(item)}` of type "
+                        f"{expr.type()}; list values of one type"
+                    )
             result = operand.isin(items)
             return ~result if node.negated else result
         if isinstance(node, IsNull):
@@ -184,6 +193,19 @@ def _compare(op: str, left: ir.Value, right: ir.Value) -> ir.Value:
     if op == ">":
         return left > right  # type: ignore[operator]
     return left >= right  # type: ignore[operator]
+
+
+def _comparable(a: ir.Value, b: ir.Value) -> bool:
+    """Whether two values can be compared: numbers with numbers, strings with
+    strings, truth values with truth values."""
+    x, y = a.type(), b.type()
+    return (
+        (x.is_numeric() and y.is_numeric())
+        or (x.is_string() and y.is_string())
+        or (x.is_boolean() and y.is_boolean())
+        or x.is_null()
+        or y.is_null()
+    )
 
 
 def _expect(expr: ir.Value, kind: str, node: Node, wanted: str) -> None:
