@@ -1,5 +1,5 @@
 """The candidate-period grid of `lifecycle.standing`, computed in NumPy over events held
-in memory: the model preview's engine for a draft whose features it has not seen.
+in memory: the model preview's engine for every draft on its sample of customers.
 
 `standing.grid_query` builds the grid as one SQL statement; on the preview's sample
 (20,000 customers, ~214,000 events of the 10M-event benchmark) that costs ~0.1 s of
