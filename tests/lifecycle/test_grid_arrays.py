@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import date
+from typing import Any
 
 import ibis
 import pandas as pd
@@ -85,14 +86,19 @@ stages:
 FIT = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "days_per_unit": 7.0}
 
 
-def _grids(text: str, seed: int, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _built(
+    text: str, frame: pd.DataFrame, day: date, zone: str, sql: str = "", fit=None
+) -> tuple[pd.DataFrame, grid_arrays.Held, Any]:
+    """`text`'s SQL grid (as a frame) and NumPy grid over the events `frame` as of
+    the end of `day` in `zone`, on one in-memory warehouse; `sql` runs first (e.g.
+    to store a NaN), `fit` is what p_alive() reads."""
     wh = Warehouse.duckdb(None)
     try:
-        events = random_events(seed, day)
-        events.loc[events.index % 7 == 3, "revenue"] = 12.34  # float amounts
-        wh.append("events", events)
+        wh.append("events", frame)
+        if sql:
+            wh.con.con.execute(sql)
         model = load_model_text(text)
-        tz = standing.ZoneInfo("Europe/Berlin")
+        tz = standing.ZoneInfo(zone)
         keys = build_customer_keys(wh, tag="t")
         slim = customer_events(wh, keys, plan(model).columns | {"event", "type"})
         held = grid_arrays.hold(wh.con, "held", slim)
@@ -101,13 +107,20 @@ def _grids(text: str, seed: int, day: date) -> tuple[pd.DataFrame, pd.DataFrame]
         cal = standing.calendar(model.grain, tz, first, _end_of_date(day, tz))
         periods = wh.materialize(ibis.memtable(cal.periods_frame()), "gp")
         buckets = wh.materialize(ibis.memtable(cal.buckets_frame()), "gb")
-        fit = FIT if standing.needs_fit(model) else None
         want = standing.grid_query(model, held.table, periods, buckets, cal, fit)
         got, _ = grid_arrays.build(model, held, cal, fit)
-        sql = wh.con.to_pyarrow(want) if fit else want.to_pyarrow()
-        return _sorted(sql.to_pandas()), _sorted(got.table.to_pandas())
+        sql_grid = wh.con.to_pyarrow(want) if fit else want.to_pyarrow()
+        return sql_grid.to_pandas(), got, model
     finally:
         wh.close()
+
+
+def _grids(text: str, seed: int, day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    events = random_events(seed, day)
+    events.loc[events.index % 7 == 3, "revenue"] = 12.34  # float amounts
+    fit = FIT if standing.needs_fit(load_model_text(text)) else None
+    want, got, _ = _built(text, events, day, "Europe/Berlin", fit=fit)
+    return _sorted(want), _sorted(got.table.to_pandas())
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -158,27 +171,12 @@ def test_stage_counts_over_a_held_grid_equal_the_sql_rules(
     NumPy (`Held.stage_counts`)."""
     text = text.format(grain=grain).replace("forward_only", progression)
     text = text.replace("progression: dynamic", f"progression: {progression}")
-    model = load_model_text(text)
-    wh = Warehouse.duckdb(None)
-    try:
-        events = random_events(seed, day)
-        wh.append("events", events)
-        tz = standing.ZoneInfo("Europe/Berlin")
-        keys = build_customer_keys(wh, tag="t")
-        slim = customer_events(wh, keys, plan(model).columns | {"event", "type"})
-        held = grid_arrays.hold(wh.con, "held", slim)
-        drop_customer_keys(wh, keys)
-        cal = standing.calendar(
-            model.grain, tz, int(held.t.min()), _end_of_date(day, tz)
-        )
-        built, _ = grid_arrays.build(model, held, cal)
-        grid = wh.con.create_table("g", built.table)
-        want = dict(standing.counts_query(model, grid).to_pandas().values.tolist())
-        got = built.stage_counts(model)
-        assert {k: v for k, v in got.items() if v} == want
-        assert sum(want.values()) >= 10
-    finally:
-        wh.close()
+    _, built, model = _built(text, random_events(seed, day), day, "Europe/Berlin")
+    grid = ibis.memtable(built.table)
+    want = dict(standing.counts_query(model, grid).to_pandas().values.tolist())
+    got = built.stage_counts(model)
+    assert {k: v for k, v in got.items() if v} == want
+    assert sum(want.values()) >= 10
 
 
 # Columns with NULLs, negative numbers, zeros, strings; each rule below is evaluated
@@ -224,6 +222,20 @@ RULES = [
 ]
 
 
+def _held(columns: dict[str, Any]) -> grid_arrays.Held:
+    """A one-period grid of one customer per row with these feature columns."""
+    size = len(next(iter(columns.values())))
+    return grid_arrays.Held.from_arrow(
+        pa.table(
+            {
+                "customer_id": pa.array(range(size), pa.int64()),
+                "p": pa.array([0] * size, pa.int64()),
+                **{f"f_{name}": col for name, col in columns.items()},
+            }
+        )
+    )
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_rules_in_numpy_mean_what_they_mean_in_sql(rule) -> None:
     from clm.lifecycle.rules import arrays
@@ -238,15 +250,7 @@ def test_rules_in_numpy_mean_what_they_mean_in_sql(rule) -> None:
         .to_pandas()
         .ok.tolist()
     )
-    held = grid_arrays.Held.from_arrow(
-        pa.table(
-            {
-                "customer_id": pa.array(range(len(TABLE)), pa.int64()),
-                "p": pa.array([0] * len(TABLE), pa.int64()),
-                **{f"f_{c}": pa.Array.from_pandas(TABLE[c]) for c in TABLE.columns},
-            }
-        )
-    )
+    held = _held({c: pa.Array.from_pandas(TABLE[c]) for c in TABLE.columns})
     got = arrays.condition(node, lambda n: held.column(f"f_{n.name}"), len(TABLE))
     assert got.tolist() == want
 
@@ -275,29 +279,9 @@ stages:
 
 
 def _both(text: str, frame: pd.DataFrame, day: date, sql: str = "", fit=None):
-    """Both grids of `text` over `frame` (after `sql`, e.g. to store a NaN)."""
-    wh = Warehouse.duckdb(None)
-    try:
-        wh.append("events", frame)
-        if sql:
-            wh.con.con.execute(sql)
-        model = load_model_text(text)
-        tz = standing.ZoneInfo("UTC")
-        keys = build_customer_keys(wh, tag="t")
-        slim = customer_events(wh, keys, plan(model).columns | {"event", "type"})
-        held = grid_arrays.hold(wh.con, "held", slim)
-        drop_customer_keys(wh, keys)
-        cal = standing.calendar(
-            model.grain, tz, int(held.t.min()), _end_of_date(day, tz)
-        )
-        periods = wh.materialize(ibis.memtable(cal.periods_frame()), "gp")
-        buckets = wh.materialize(ibis.memtable(cal.buckets_frame()), "gb")
-        want = standing.grid_query(model, held.table, periods, buckets, cal, fit)
-        got, _ = grid_arrays.build(model, held, cal, fit)
-        sql_grid = wh.con.to_pyarrow(want) if fit else want.to_pyarrow()
-        return _sorted(sql_grid.to_pandas()), _sorted(got.table.to_pandas())
-    finally:
-        wh.close()
+    """Both grids of `text` over `frame` in UTC (after `sql`)."""
+    want, got, _ = _built(text, frame, day, "UTC", sql, fit)
+    return _sorted(want), _sorted(got.table.to_pandas())
 
 
 def _orders(rows: list[tuple[str, str, float | None]]) -> pd.DataFrame:
@@ -383,15 +367,7 @@ def test_nan_compares_as_in_duckdb(rule) -> None:
     node = parse(rule)
     want = t.select(ok=as_condition(to_ibis(node, lambda n: t[n.name])))
     rows = t.to_pyarrow()
-    held = grid_arrays.Held.from_arrow(
-        pa.table(
-            {
-                "customer_id": pa.array(range(5), pa.int64()),
-                "p": pa.array([0] * 5, pa.int64()),
-                "f_x": rows.column("x"),
-            }
-        )
-    )
+    held = _held({"x": rows.column("x")})
     got = arrays.condition(node, lambda n: held.column(f"f_{n.name}"), 5)
     assert got.tolist() == want.to_pandas().ok.tolist()
 

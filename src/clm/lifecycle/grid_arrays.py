@@ -536,7 +536,7 @@ def _p_alive(
 
     def make(g: _Grid) -> tuple[str, Column]:
         n_days = g.running_sum([bought], integer=True)
-        _, idx = _latest_keys(g, bought[0])
+        _, idx = _latest(g, bought[0])
         latest = last_day[idx] if len(last_day) else np.zeros(len(idx), np.int64)
         start = first_of[g.cust].astype(np.float64)
         x = (n_days - 1).astype(np.float64)
@@ -553,17 +553,6 @@ def _p_alive(
         return f"f_{f.name}", Column(np.where(known, value, 0.0), known, "float64")
 
     return extra, make
-
-
-def _latest_keys(g: _Grid, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per grid row: whether one of `keys` (sorted, distinct) is at or before it
-    within its customer, and which (an index into `keys`)."""
-    rows = g.pos(keys)
-    latest = g.last_index(rows)
-    has = latest >= 0
-    src = np.zeros(len(g.keys), dtype=np.int64)
-    src[rows] = np.arange(len(rows))
-    return has, src[np.where(has, latest, 0)]
 
 
 def _summed(keys: np.ndarray, amounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -701,10 +690,11 @@ def _extreme(
     return make
 
 
-def _latest(g: _Grid, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per grid row: whether a matching event is at or before it, and which (an
-    index into `last`, the latest matching event of each of its rows)."""
-    rows = g.pos(_Ev(last))
+def _latest(g: _Grid, where: Where) -> tuple[np.ndarray, np.ndarray]:
+    """Per grid row: whether one of the places `where` (distinct rows, in key
+    order: events, the latest matching one of each row, or keys) is at or before
+    it within its customer, and which (an index into `where`)."""
+    rows = g.pos(where)
     latest = g.last_index(rows)
     has = latest >= 0
     src = np.zeros(len(g.keys), dtype=np.int64)
@@ -722,7 +712,7 @@ def _last(
     """The latest matching value so far; with a window, NULL once it has left."""
 
     def make(g: _Grid) -> tuple[str, Column]:
-        has, idx = _latest(g, last)
+        has, idx = _latest(g, _Ev(last))
         alive = has.copy()
         if len(lt) == 0:
             return f"f_{f.name}", Column.null(len(g.keys), "string")
@@ -744,7 +734,7 @@ def _since(
     def make(g: _Grid) -> tuple[str, Column]:
         if len(lt) == 0:
             return f"f_{f.name}", Column.null(len(g.keys), "int64")
-        has, idx = _latest(g, last)
+        has, idx = _latest(g, _Ev(last))
         days = (per.eval_s[g.p] - lt[idx]) // DAY
         return f"f_{f.name}", Column(np.where(has, days, 0), has, "int64")
 
@@ -809,13 +799,8 @@ class Held:
         self, customer_id: np.ndarray, p: np.ndarray, columns: dict[str, Column]
     ) -> None:
         self.customer_id, self.p, self.columns = customer_id, p, columns
-        ids = customer_id
-        self.first = np.flatnonzero(_starts(ids)) if len(ids) else ids[:0]
-        self.last_rows = (
-            np.flatnonzero(np.append(ids[1:] != ids[:-1], True))
-            if len(ids)
-            else ids[:0]
-        )
+        self.first = np.flatnonzero(_starts(customer_id))
+        self.last_rows = _ends(customer_id)
 
     @classmethod
     def from_arrow(cls, table: pa.Table) -> Held:
